@@ -1,0 +1,1 @@
+"""Checkpoint conversion (HF safetensors <-> our parameter tree) and Orbax I/O."""

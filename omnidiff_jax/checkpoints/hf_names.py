@@ -1,0 +1,94 @@
+"""Name map between HF Qwen2 / Dream / Omni-Diffusion state dicts and our scanned parameter tree.
+
+HF stores a Linear weight as (out, in); our nnx.Linear kernels are (in, out), so kernels are transposed.
+Decoder-layer parameters carry a leading (num_layers,) axis on our side and one HF tensor per layer.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable, Iterator
+
+import numpy as np
+
+_LAYER = "model.layers.{i}."
+
+
+@dataclasses.dataclass(frozen=True)
+class ParamName:
+  path: tuple[str, ...]      # our flat nnx path, e.g. ('layers', 'mlp', 'up_proj', 'kernel')
+  hf_key: str                # HF key; contains '{i}' for per-layer tensors
+  transpose: bool            # HF (out, in) -> ours (in, out)
+
+  @property
+  def per_layer(self) -> bool:
+    return "{i}" in self.hf_key
+
+
+def _linear(ours: str, theirs: str, bias: bool) -> list[ParamName]:
+  names = [ParamName(("layers", *ours.split("/"), "kernel"), _LAYER + theirs + ".weight", True)]
+  if bias:
+    names.append(ParamName(("layers", *ours.split("/"), "bias"), _LAYER + theirs + ".bias", False))
+  return names
+
+
+def backbone_names() -> list[ParamName]:
+  """Every backbone parameter, in a fixed order."""
+  names = [ParamName(("embed_tokens", "embedding"), "model.embed_tokens.weight", False)]
+  for proj in ("q_proj", "k_proj", "v_proj"):
+    names += _linear(f"self_attn/{proj}", f"self_attn.{proj}", bias=True)
+  names += _linear("self_attn/o_proj", "self_attn.o_proj", bias=False)
+  for proj in ("gate_proj", "up_proj", "down_proj"):
+    names += _linear(f"mlp/{proj}", f"mlp.{proj}", bias=False)
+  for norm in ("input_layernorm", "post_attention_layernorm"):
+    names.append(ParamName(("layers", norm, "weight"), _LAYER + norm + ".weight", False))
+  names.append(ParamName(("norm", "weight"), "model.norm.weight", False))
+  names.append(ParamName(("lm_head", "kernel"), "lm_head.weight", True))
+  return names
+
+
+def hf_keys(name: ParamName, num_layers: int) -> list[str]:
+  return [name.hf_key.format(i=i) for i in range(num_layers)] if name.per_layer else [name.hf_key]
+
+
+def to_ours(name: ParamName, get_tensor: Callable[[str], np.ndarray], num_layers: int) -> np.ndarray:
+  """Reads the HF tensor(s) of one parameter and returns it in our layout (stacked over layers)."""
+  parts = [get_tensor(k) for k in hf_keys(name, num_layers)]
+  if name.transpose:
+    parts = [p.T for p in parts]
+  return np.stack(parts) if name.per_layer else parts[0]
+
+
+def to_hf(name: ParamName, value: np.ndarray, num_layers: int) -> Iterator[tuple[str, np.ndarray]]:
+  """Splits one of our parameters into its HF tensors (inverse of `to_ours`)."""
+  values = list(value) if name.per_layer else [value]
+  for key, v in zip(hf_keys(name, num_layers), values):
+    yield key, np.ascontiguousarray(v.T if name.transpose else v)
+
+
+def load_backbone(model, get_tensor: Callable[[str], np.ndarray]) -> None:
+  """Copies HF tensors into `model` (a DreamModel) in place, keeping each parameter's dtype and sharding.
+
+  Every problem (missing key, wrong shape) is collected and reported in one ValueError.
+  """
+  import jax
+  from flax import nnx
+
+  num_layers = model.cfg.num_layers
+  variables = dict(nnx.to_flat_state(nnx.state(model, nnx.Param)))
+  problems, values = [], {}
+  for name in backbone_names():
+    try:
+      value = to_ours(name, get_tensor, num_layers)
+    except KeyError as e:
+      problems.append(f"missing key {e.args[0]!r} (for {'/'.join(name.path)})")
+      continue
+    target = variables[name.path].get_value()
+    if value.shape != target.shape:
+      problems.append(f"{name.hf_key}: shape {value.shape} in our layout, expected {target.shape}")
+      continue
+    values[name.path] = value
+  if problems:
+    raise ValueError("cannot load the checkpoint:\n  " + "\n  ".join(problems))
+  for path, value in values.items():
+    target = variables[path].get_value()
+    variables[path].set_value(jax.device_put(value.astype(target.dtype), target.sharding))

@@ -1,0 +1,53 @@
+"""Config building blocks shared by the `configs/*.py` files (big_vision style `get_config()`).
+
+A full config has four sections:
+  vocab: the token-id layout (text ids, 21 multimodal specials, speech codes, image codes).
+  model: the transformer shape, dtypes, attention kernel and remat policy.
+  mesh:  the (data, fsdp, tensor) device mesh; -1 on one axis takes the remaining devices.
+  run:   settings of the main job (batch, sequence length, seed).
+"""
+from __future__ import annotations
+
+import ml_collections
+
+# Number of multimodal special tokens upstream adds after the text vocabulary (151667..151687).
+NUM_OMNI_SPECIALS = 21
+
+
+def vocab_config(*, text_size: int, num_specials: int, num_audio_codes: int, num_image_codes: int,
+                 size: int) -> ml_collections.ConfigDict:
+  """Vocabulary layout. `size` is the number of embedding rows (>= the ids used)."""
+  used = text_size + num_specials + num_audio_codes + num_image_codes
+  if size < used:
+    raise ValueError(f"vocab size {size} is smaller than the {used} ids of the layout")
+  return ml_collections.ConfigDict(dict(
+      text_size=text_size, num_specials=num_specials, num_audio_codes=num_audio_codes,
+      num_image_codes=num_image_codes, size=size))
+
+
+def model_config(*, hidden_size: int, num_layers: int, num_heads: int, num_kv_heads: int, head_dim: int,
+                 intermediate_size: int, vocab_size: int, rope_theta: float = 1e6,
+                 rms_norm_eps: float = 1e-6) -> ml_collections.ConfigDict:
+  """Qwen2-shaped bidirectional transformer (Dream / Omni-Diffusion backbone)."""
+  if num_heads % num_kv_heads:
+    raise ValueError(f"num_heads={num_heads} must be a multiple of num_kv_heads={num_kv_heads}")
+  return ml_collections.ConfigDict(dict(
+      hidden_size=hidden_size, num_layers=num_layers, num_heads=num_heads, num_kv_heads=num_kv_heads,
+      head_dim=head_dim, intermediate_size=intermediate_size, vocab_size=vocab_size, rope_theta=rope_theta,
+      rms_norm_eps=rms_norm_eps, initializer_range=0.02,
+      # Storage dtype of the parameters and dtype of the matmuls / activations.
+      param_dtype="float32", dtype="bfloat16",
+      # 'xla' | 'cudnn' (jax.nn.dot_product_attention implementations) | 'splash' (TPU Pallas kernel).
+      attention_impl="xla",
+      # See omnidiff_jax.models.dream.REMAT_POLICIES.
+      remat_policy="none",
+  ))
+
+
+def base_config(vocab: ml_collections.ConfigDict, model: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  cfg = ml_collections.ConfigDict()
+  cfg.vocab = vocab
+  cfg.model = model
+  cfg.mesh = ml_collections.ConfigDict(dict(data=1, fsdp=-1, tensor=1))
+  cfg.run = ml_collections.ConfigDict(dict(batch_size=8, seq_len=256, seed=0, warmup_steps=2, timed_steps=5))
+  return cfg

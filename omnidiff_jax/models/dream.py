@@ -1,0 +1,233 @@
+"""Dream / Omni-Diffusion backbone: a Qwen2-shaped transformer used bidirectionally, in Flax NNX.
+
+Token embedding -> L x [RMSNorm -> GQA attention (RoPE, q/k/v bias) -> RMSNorm -> SwiGLU] -> RMSNorm
+-> untied lm_head. Attention is full (no causal mask); packed rows get a block-diagonal mask from segment
+ids and padding (segment id 0) is masked out of the keys. The logit at position i predicts token i+1
+(Dream's shift); `shift_logits` gives the per-position logits the sampler and the loss use.
+
+The decoder layers are stacked on a leading 'layers' axis (created with nnx.vmap) and applied with
+jax.lax.scan over the split parameter state, wrapped in jax.checkpoint with the configured remat policy.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+from flax import nnx
+from flax.linen import with_logical_constraint
+from jax.ad_checkpoint import checkpoint_name
+
+Array = jax.Array
+
+# Remat policy names (MaxText-like) -> policy for jax.checkpoint; None means no rematerialisation.
+REMAT_POLICIES: dict[str, Callable | None] = {
+    "none": None,
+    "full": jax.checkpoint_policies.nothing_saveable,
+    "dots": jax.checkpoint_policies.dots_saveable,
+    "dots_no_batch": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+    "qkv_proj": jax.checkpoint_policies.save_only_these_names("query_proj", "key_proj", "value_proj"),
+    "minimal": jax.checkpoint_policies.save_only_these_names(
+        "query_proj", "key_proj", "value_proj", "out_proj", "mlp_gate", "mlp_up"),
+}
+
+
+def _dtype(name: str) -> jnp.dtype:
+  return jnp.dtype(name)
+
+
+def _init(cfg: ml_collections.ConfigDict, names: tuple[str | None, ...]):
+  return nnx.with_partitioning(nnx.initializers.normal(cfg.initializer_range), names)
+
+
+class RMSNorm(nnx.Module):
+  """Qwen2 RMSNorm: normalise in fp32, cast back to the input dtype, then scale. x: (..., D)."""
+
+  def __init__(self, dim: int, eps: float, param_dtype: jnp.dtype):
+    self.eps = eps
+    self.weight = nnx.Param(jnp.ones((dim,), param_dtype), out_sharding=("norm",))
+
+  def __call__(self, x: Array) -> Array:
+    h = x.astype(jnp.float32)
+    h = h * jax.lax.rsqrt(jnp.mean(h * h, axis=-1, keepdims=True) + self.eps)
+    return self.weight[...].astype(x.dtype) * h.astype(x.dtype)
+
+
+def rope_cos_sin(positions: Array, head_dim: int, theta: float) -> tuple[Array, Array]:
+  """Default RoPE tables in fp32. positions: (B, L) int -> cos, sin: (B, L, head_dim)."""
+  inv_freq = 1.0 / (theta ** (jnp.arange(0, head_dim, 2, dtype=jnp.float32) / head_dim))
+  freqs = positions.astype(jnp.float32)[..., None] * inv_freq
+  emb = jnp.concatenate([freqs, freqs], axis=-1)
+  return jnp.cos(emb), jnp.sin(emb)
+
+
+def apply_rope(x: Array, cos: Array, sin: Array) -> Array:
+  """Rotate-half RoPE. x: (B, L, N, H); cos, sin: (B, L, H) fp32, cast to x's dtype as in HF."""
+  cos = cos[:, :, None, :].astype(x.dtype)
+  sin = sin[:, :, None, :].astype(x.dtype)
+  half = x.shape[-1] // 2
+  rotated = jnp.concatenate([-x[..., half:], x[..., :half]], axis=-1)
+  return x * cos + rotated * sin
+
+
+def attention_mask(segment_ids: Array) -> Array:
+  """Block-diagonal mask over packed segments; segment id 0 marks padding (never a key).
+
+  segment_ids: (B, L) int -> (B, 1, L, L) bool. Rows of padding queries are fully masked.
+  """
+  same = segment_ids[:, :, None] == segment_ids[:, None, :]
+  return (same & (segment_ids[:, None, :] != 0))[:, None]
+
+
+class Attention(nnx.Module):
+  """Grouped-query self-attention with q/k/v bias and no o bias."""
+
+  def __init__(self, cfg: ml_collections.ConfigDict, *, rngs: nnx.Rngs):
+    d, h = cfg.hidden_size, cfg.head_dim
+    self.num_heads, self.num_kv_heads, self.head_dim = cfg.num_heads, cfg.num_kv_heads, h
+    self.impl = cfg.attention_impl
+    kw = dict(dtype=_dtype(cfg.dtype), param_dtype=_dtype(cfg.param_dtype), rngs=rngs)
+    bias_init = lambda names: nnx.with_partitioning(nnx.initializers.zeros_init(), names)
+    self.q_proj = nnx.Linear(d, cfg.num_heads * h, use_bias=True, kernel_init=_init(cfg, ("embed", "q_heads")),
+                             bias_init=bias_init(("q_heads",)), **kw)
+    self.k_proj = nnx.Linear(d, cfg.num_kv_heads * h, use_bias=True, kernel_init=_init(cfg, ("embed", "kv_heads")),
+                             bias_init=bias_init(("kv_heads",)), **kw)
+    self.v_proj = nnx.Linear(d, cfg.num_kv_heads * h, use_bias=True, kernel_init=_init(cfg, ("embed", "kv_heads")),
+                             bias_init=bias_init(("kv_heads",)), **kw)
+    self.o_proj = nnx.Linear(cfg.num_heads * h, d, use_bias=False, kernel_init=_init(cfg, ("q_heads", "embed")),
+                             **kw)
+
+  def __call__(self, x: Array, cos: Array, sin: Array, mask: Array | None) -> Array:
+    """x: (B, L, D); cos, sin: (B, L, H); mask: (B, 1, L, L) bool or None (full attention) -> (B, L, D)."""
+    b, l, _ = x.shape
+    q = checkpoint_name(self.q_proj(x), "query_proj").reshape(b, l, self.num_heads, self.head_dim)
+    k = checkpoint_name(self.k_proj(x), "key_proj").reshape(b, l, self.num_kv_heads, self.head_dim)
+    v = checkpoint_name(self.v_proj(x), "value_proj").reshape(b, l, self.num_kv_heads, self.head_dim)
+    q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+    q = with_logical_constraint(q, ("activation_batch", "activation_length", "activation_heads", None))
+    out = dot_product_attention(q, k, v, mask, self.impl)
+    out = out.reshape(b, l, self.num_heads * self.head_dim)
+    return checkpoint_name(self.o_proj(out), "out_proj")
+
+
+def dot_product_attention(q: Array, k: Array, v: Array, mask: Array | None, impl: str) -> Array:
+  """q: (B, L, N, H), k, v: (B, S, K, H) with N a multiple of K; mask: (B, 1, L, S) bool -> (B, L, N, H).
+
+  Masked scores get a large finite negative value, so fully masked rows average the values instead of
+  producing NaN.
+  """
+  if impl in ("xla", "cudnn"):
+    return jax.nn.dot_product_attention(q, k, v, mask=mask, implementation=impl)
+  raise ValueError(f"unknown attention_impl {impl!r}; expected 'xla' or 'cudnn'")
+
+
+class MLP(nnx.Module):
+  """SwiGLU: down(silu(gate(x)) * up(x)), no biases."""
+
+  def __init__(self, cfg: ml_collections.ConfigDict, *, rngs: nnx.Rngs):
+    d, f = cfg.hidden_size, cfg.intermediate_size
+    kw = dict(use_bias=False, dtype=_dtype(cfg.dtype), param_dtype=_dtype(cfg.param_dtype), rngs=rngs)
+    self.gate_proj = nnx.Linear(d, f, kernel_init=_init(cfg, ("embed", "mlp")), **kw)
+    self.up_proj = nnx.Linear(d, f, kernel_init=_init(cfg, ("embed", "mlp")), **kw)
+    self.down_proj = nnx.Linear(f, d, kernel_init=_init(cfg, ("mlp", "embed")), **kw)
+
+  def __call__(self, x: Array) -> Array:
+    gate = checkpoint_name(self.gate_proj(x), "mlp_gate")
+    up = checkpoint_name(self.up_proj(x), "mlp_up")
+    h = with_logical_constraint(jax.nn.silu(gate) * up, ("activation_batch", "activation_length", "activation_mlp"))
+    return self.down_proj(h)
+
+
+class DecoderLayer(nnx.Module):
+
+  def __init__(self, cfg: ml_collections.ConfigDict, *, rngs: nnx.Rngs):
+    pdt = _dtype(cfg.param_dtype)
+    self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, pdt)
+    self.self_attn = Attention(cfg, rngs=rngs)
+    self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, pdt)
+    self.mlp = MLP(cfg, rngs=rngs)
+
+  def __call__(self, x: Array, cos: Array, sin: Array, mask: Array | None) -> Array:
+    x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask)
+    x = x + self.mlp(self.post_attention_layernorm(x))
+    return with_logical_constraint(x, ("activation_batch", "activation_length", "activation_embed"))
+
+
+class DreamModel(nnx.Module):
+  """The full backbone. Parameters of the decoder layers carry a leading (num_layers,) axis."""
+
+  def __init__(self, cfg: ml_collections.ConfigDict, *, rngs: nnx.Rngs):
+    cfg = ml_collections.FrozenConfigDict(cfg)  # hashable: part of the static graph definition
+    self.cfg = cfg
+    pdt, dt = _dtype(cfg.param_dtype), _dtype(cfg.dtype)
+    if cfg.remat_policy not in REMAT_POLICIES:
+      raise ValueError(f"unknown remat_policy {cfg.remat_policy!r}; choose one of {sorted(REMAT_POLICIES)}")
+    self.embed_tokens = nnx.Embed(cfg.vocab_size, cfg.hidden_size, dtype=dt, param_dtype=pdt,
+                                  embedding_init=_init(cfg, ("vocab", "embed")), rngs=rngs)
+
+    @nnx.split_rngs(splits=cfg.num_layers)
+    @nnx.vmap(in_axes=(0,), out_axes=0, axis_size=cfg.num_layers,
+              transform_metadata={nnx.PARTITION_NAME: "layers"})
+    def make_layers(rngs: nnx.Rngs) -> DecoderLayer:
+      return DecoderLayer(cfg, rngs=rngs)
+
+    self.layers = make_layers(rngs)
+    self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, pdt)
+    self.lm_head = nnx.Linear(cfg.hidden_size, cfg.vocab_size, use_bias=False, dtype=dt, param_dtype=pdt,
+                              kernel_init=_init(cfg, ("embed", "vocab")), rngs=rngs)
+
+  def embed(self, input_ids: Array) -> Array:
+    """input_ids: (B, L) int -> (B, L, D) in the compute dtype."""
+    return self.embed_tokens(input_ids)
+
+  def hidden_states(self, inputs_embeds: Array, positions: Array, segment_ids: Array | None = None) -> Array:
+    """Runs the decoder stack and the final norm.
+
+    inputs_embeds: (B, L, D); positions: (B, L) int; segment_ids: (B, L) int, 0 = padding, None = one
+    segment covering the row (full attention). Returns (B, L, D).
+    """
+    cfg = self.cfg
+    x = with_logical_constraint(inputs_embeds.astype(_dtype(cfg.dtype)),
+                                ("activation_batch", "activation_length", "activation_embed"))
+    cos, sin = rope_cos_sin(positions, cfg.head_dim, cfg.rope_theta)
+    mask = None if segment_ids is None else attention_mask(segment_ids)
+    graphdef, layer_state = nnx.split(self.layers)
+
+    def body(h: Array, state) -> tuple[Array, None]:
+      return nnx.merge(graphdef, state)(h, cos, sin, mask), None
+
+    policy = REMAT_POLICIES[cfg.remat_policy]
+    if policy is not None:
+      body = jax.checkpoint(body, policy=policy, prevent_cse=False)
+    x, _ = jax.lax.scan(body, x, layer_state)
+    return self.norm(x)
+
+  def logits(self, hidden: Array) -> Array:
+    """hidden: (B, L, D) -> unshifted logits (B, L, V) in the compute dtype."""
+    out = self.lm_head(hidden)
+    return with_logical_constraint(out, ("activation_batch", "activation_length", "activation_vocab"))
+
+  def __call__(self, input_ids: Array | None = None, *, inputs_embeds: Array | None = None,
+               positions: Array | None = None, segment_ids: Array | None = None) -> Array:
+    """Unshifted logits (B, L, V): logit i predicts token i + 1.
+
+    Give exactly one of input_ids (B, L) or inputs_embeds (B, L, D). positions default to arange(L).
+    """
+    if (input_ids is None) == (inputs_embeds is None):
+      raise ValueError("pass exactly one of input_ids or inputs_embeds")
+    if inputs_embeds is None:
+      inputs_embeds = self.embed(input_ids)
+    b, l = inputs_embeds.shape[:2]
+    if positions is None:
+      positions = jnp.broadcast_to(jnp.arange(l, dtype=jnp.int32), (b, l))
+    return self.logits(self.hidden_states(inputs_embeds, positions, segment_ids))
+
+
+def shift_logits(logits: Array) -> Array:
+  """Dream's shift: out[:, j] = logits[:, j - 1] (the prediction for token j); position 0 keeps its own.
+
+  logits: (B, L, V) -> (B, L, V).
+  """
+  return jnp.concatenate([logits[:, :1], logits[:, :-1]], axis=1)
+
