@@ -37,7 +37,8 @@ def model_config(*, hidden_size: int, num_layers: int, num_heads: int, num_kv_he
       rms_norm_eps=rms_norm_eps, initializer_range=0.02,
       # Storage dtype of the parameters and dtype of the matmuls / activations.
       param_dtype="float32", dtype="bfloat16",
-      # 'xla' | 'cudnn' (jax.nn.dot_product_attention implementations) | 'splash' (TPU Pallas kernel).
+      # 'xla' | 'cudnn' (jax.nn.dot_product_attention implementations) | 'splash' (TPU Pallas kernel;
+      # interpreted off TPU, for tests).
       attention_impl="xla",
       # See omnidiff_jax.models.dream.REMAT_POLICIES.
       remat_policy="none",

@@ -19,6 +19,8 @@ from flax import nnx
 from flax.linen import with_logical_constraint
 from jax.ad_checkpoint import checkpoint_name
 
+from omnidiff_jax.models.attention import dot_product_attention
+
 Array = jax.Array
 
 # Remat policy names (MaxText-like) -> policy for jax.checkpoint; None means no rematerialisation.
@@ -71,15 +73,6 @@ def apply_rope(x: Array, cos: Array, sin: Array) -> Array:
   return x * cos + rotated * sin
 
 
-def attention_mask(segment_ids: Array) -> Array:
-  """Block-diagonal mask over packed segments; segment id 0 marks padding (never a key).
-
-  segment_ids: (B, L) int -> (B, 1, L, L) bool. Rows of padding queries are fully masked.
-  """
-  same = segment_ids[:, :, None] == segment_ids[:, None, :]
-  return (same & (segment_ids[:, None, :] != 0))[:, None]
-
-
 class Attention(nnx.Module):
   """Grouped-query self-attention with q/k/v bias and no o bias."""
 
@@ -98,28 +91,20 @@ class Attention(nnx.Module):
     self.o_proj = nnx.Linear(cfg.num_heads * h, d, use_bias=False, kernel_init=_init(cfg, ("q_heads", "embed")),
                              **kw)
 
-  def __call__(self, x: Array, cos: Array, sin: Array, mask: Array | None) -> Array:
-    """x: (B, L, D); cos, sin: (B, L, H); mask: (B, 1, L, L) bool or None (full attention) -> (B, L, D)."""
+  def __call__(self, x: Array, cos: Array, sin: Array, segment_ids: Array | None) -> Array:
+    """x: (B, L, D); cos, sin: (B, L, H); segment_ids: (B, L) (0 = padding) or None (full attention).
+
+    Returns (B, L, D).
+    """
     b, l, _ = x.shape
     q = checkpoint_name(self.q_proj(x), "query_proj").reshape(b, l, self.num_heads, self.head_dim)
     k = checkpoint_name(self.k_proj(x), "key_proj").reshape(b, l, self.num_kv_heads, self.head_dim)
     v = checkpoint_name(self.v_proj(x), "value_proj").reshape(b, l, self.num_kv_heads, self.head_dim)
     q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
     q = with_logical_constraint(q, ("activation_batch", "activation_length", "activation_heads", None))
-    out = dot_product_attention(q, k, v, mask, self.impl)
+    out = dot_product_attention(q, k, v, segment_ids, self.impl)
     out = out.reshape(b, l, self.num_heads * self.head_dim)
     return checkpoint_name(self.o_proj(out), "out_proj")
-
-
-def dot_product_attention(q: Array, k: Array, v: Array, mask: Array | None, impl: str) -> Array:
-  """q: (B, L, N, H), k, v: (B, S, K, H) with N a multiple of K; mask: (B, 1, L, S) bool -> (B, L, N, H).
-
-  Masked scores get a large finite negative value, so fully masked rows average the values instead of
-  producing NaN.
-  """
-  if impl in ("xla", "cudnn"):
-    return jax.nn.dot_product_attention(q, k, v, mask=mask, implementation=impl)
-  raise ValueError(f"unknown attention_impl {impl!r}; expected 'xla' or 'cudnn'")
 
 
 class MLP(nnx.Module):
@@ -148,8 +133,8 @@ class DecoderLayer(nnx.Module):
     self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, pdt)
     self.mlp = MLP(cfg, rngs=rngs)
 
-  def __call__(self, x: Array, cos: Array, sin: Array, mask: Array | None) -> Array:
-    x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask)
+  def __call__(self, x: Array, cos: Array, sin: Array, segment_ids: Array | None) -> Array:
+    x = x + self.self_attn(self.input_layernorm(x), cos, sin, segment_ids)
     x = x + self.mlp(self.post_attention_layernorm(x))
     return with_logical_constraint(x, ("activation_batch", "activation_length", "activation_embed"))
 
@@ -191,11 +176,10 @@ class DreamModel(nnx.Module):
     x = with_logical_constraint(inputs_embeds.astype(_dtype(cfg.dtype)),
                                 ("activation_batch", "activation_length", "activation_embed"))
     cos, sin = rope_cos_sin(positions, cfg.head_dim, cfg.rope_theta)
-    mask = None if segment_ids is None else attention_mask(segment_ids)
     graphdef, layer_state = nnx.split(self.layers)
 
     def body(h: Array, state) -> tuple[Array, None]:
-      return nnx.merge(graphdef, state)(h, cos, sin, mask), None
+      return nnx.merge(graphdef, state)(h, cos, sin, segment_ids), None
 
     policy = REMAT_POLICIES[cfg.remat_policy]
     if policy is not None:
