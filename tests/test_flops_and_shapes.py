@@ -12,15 +12,14 @@ LAYER_MATMUL = 3584 * 128 * (2 * 28 + 2 * 4) + 3 * 3584 * 18944
 
 
 def _abstract_param_count(cfg):
-  abstract = nnx.eval_shape(lambda: DreamModel(cfg.model, rngs=nnx.Rngs(0)))
   with nnx.use_eager_sharding(False):
+    abstract = nnx.eval_shape(lambda: DreamModel(cfg.model, rngs=nnx.Rngs(0)))
     return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(nnx.state(abstract, nnx.Param)))
 
 
 def test_7b_parameter_counts():
-  with nnx.use_eager_sharding(False):
-    assert _abstract_param_count(omni_7b.get_config()) == 28 * PER_LAYER + 2 * 176_264 * 3584 + 3584
-    assert _abstract_param_count(dream_7b.get_config()) == 28 * PER_LAYER + 2 * 152_064 * 3584 + 3584
+  assert _abstract_param_count(omni_7b.get_config()) == 28 * PER_LAYER + 2 * 176_264 * 3584 + 3584
+  assert _abstract_param_count(dream_7b.get_config()) == 28 * PER_LAYER + 2 * 152_064 * 3584 + 3584
 
 
 def test_flops_per_token_counts_full_attention():
