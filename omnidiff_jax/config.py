@@ -52,3 +52,12 @@ def base_config(vocab: ml_collections.ConfigDict, model: ml_collections.ConfigDi
   cfg.mesh = ml_collections.ConfigDict(dict(data=1, fsdp=-1, tensor=1))
   cfg.run = ml_collections.ConfigDict(dict(batch_size=8, seq_len=256, seed=0, warmup_steps=2, timed_steps=5))
   return cfg
+
+
+def qwen25_7b_config(vocab: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """The Qwen2.5-7B shape used by Dream-7B and Omni-Diffusion, bf16 weights, full remat."""
+  model = model_config(hidden_size=3584, num_layers=28, num_heads=28, num_kv_heads=4, head_dim=128,
+                       intermediate_size=18944, vocab_size=vocab.size)
+  model.param_dtype = "bfloat16"
+  model.remat_policy = "full"
+  return base_config(vocab, model)
