@@ -135,12 +135,12 @@ def hf_to_orbax(hf_dir: str | os.PathLike, out: str | os.PathLike, *,
                         f"has model.{field}={config.model[field]}")
     model_cfg = ml_collections.ConfigDict(config.model.to_dict())
   if model_cfg is not None:
-    if vocab is None and model_cfg.vocab_size not in KNOWN_VOCABS:
+    if vocab is None and model_cfg.vocab_size in KNOWN_VOCABS:
+      vocab = cfglib.vocab_config(**KNOWN_VOCABS[model_cfg.vocab_size])
+    if vocab is None:
       problems.append(f"config.json: vocab_size {model_cfg.vocab_size} is neither Dream (152064) nor Omni "
                       f"(176264); pass the vocab layout explicitly (--config)")
-    vocab = vocab if vocab is not None else cfglib.vocab_config(**KNOWN_VOCABS.get(model_cfg.vocab_size,
-                                                                                   KNOWN_VOCABS[152_064]))
-    if vocab.size != model_cfg.vocab_size:
+    elif vocab.size != model_cfg.vocab_size:
       problems.append(f"vocabulary mismatch: the vocab layout has {vocab.size} rows, config.json has "
                       f"vocab_size {model_cfg.vocab_size}")
   names = hf_names.backbone_names()
