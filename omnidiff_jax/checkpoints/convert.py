@@ -83,22 +83,22 @@ def _check_tensor(ckpt: HFCheckpoint, key: str, shape: tuple[int, ...] | None, p
 def _read_block(ckpt: HFCheckpoint, name: hf_names.ParamName, index: tuple[slice, ...], num_layers: int,
                 dtype: np.dtype) -> np.ndarray:
   """Block `index` of our parameter `name` (our layout), read from the HF tensors and cast to `dtype`."""
-  if not name.per_layer:
-    hf_index = tuple(reversed(index)) if name.transpose else index
-    block = ckpt.read(name.hf_key, hf_index)
-    return np.ascontiguousarray(block.T if name.transpose else block, dtype=dtype)
-  layers = range(*index[0].indices(num_layers))
-  inner = index[1:]
+  layers = range(*index[0].indices(num_layers)) if name.per_layer else [None]
+  inner = index[1:] if name.per_layer else index
   hf_index = tuple(reversed(inner)) if name.transpose else inner
   keys = hf_names.hf_keys(name, num_layers)
   out = None
   for j, layer in enumerate(layers):
-    part = ckpt.read(keys[layer], hf_index)
-    part = part.T if name.transpose else part
+    part = ckpt.read(keys[layer or 0], hf_index)
     if out is None:
-      out = np.empty((len(layers), *part.shape), dtype)
-    out[j] = part
-  return out
+      shape = part.shape[::-1] if name.transpose else part.shape
+      out = np.empty((len(layers), *shape), dtype)
+    if name.transpose:
+      hf_names.transpose_2d(part, out[j])
+    else:
+      out[j] = part
+    del part
+  return out if name.per_layer else out[0]
 
 
 def hf_to_orbax(hf_dir: str | os.PathLike, out: str | os.PathLike, *,
@@ -173,12 +173,12 @@ def hf_to_orbax(hf_dir: str | os.PathLike, out: str | os.PathLike, *,
 
   def arrays() -> Iterator[tuple[tuple[str, ...], object]]:
     for name in names:
-      abstract_leaf = flat[name.path]
-      sharding = getattr(abstract_leaf, "sharding", None) or jax.sharding.SingleDeviceSharding(jax.devices()[0])
-      dt = store_dtype[name.path]
-      array = jax.make_array_from_callback(
-          abstract_leaf.shape, sharding,
-          lambda index, name=name, dt=dt: _read_block(ckpt, name, index, model_cfg.num_layers, dt))
+      shape, dt = flat[name.path].shape, store_dtype[name.path]
+      read = lambda index, name=name, dt=dt: _read_block(ckpt, name, index, model_cfg.num_layers, dt)
+      if mesh is None:  # plain host arrays: no copy into a device buffer
+        array = read(tuple(slice(0, n) for n in shape))
+      else:  # each device's block is read on its own
+        array = jax.make_array_from_callback(shape, flat[name.path].sharding, read)
       yield ("params", *name.path), array
       bar.update(sum(ckpt.nbytes(k) for k in hf_names.hf_keys(name, model_cfg.num_layers)))
     for key in extra_keys:

@@ -14,6 +14,7 @@ loads as complete.
 """
 from __future__ import annotations
 
+import concurrent.futures
 import os
 import pathlib
 import shutil
@@ -41,13 +42,18 @@ def nested(path: tuple[str, ...], value: Any) -> dict:
   return value
 
 
-def write(step_dir: str | os.PathLike, arrays: Iterator[tuple[tuple[str, ...], Any]], metadata: dict) -> None:
+def write(step_dir: str | os.PathLike, arrays: Iterator[tuple[tuple[str, ...], Any]], metadata: dict, *,
+          compress: bool = False, chunk_bytes: int = 64 << 20) -> None:
   """Writes one checkpoint step from a stream of (tree path, array) pairs, then commits it atomically.
 
   step_dir: '<root>/<step>'. arrays: paths like ('params', 'layers', 'mlp', 'up_proj', 'kernel'); each
-  array (numpy or jax.Array, possibly sharded) is saved and dropped before the next one is produced.
+  array (numpy or jax.Array, possibly sharded) is written while the next one is produced (in a thread),
+  so at most two arrays are alive at a time.
   metadata: JSON custom metadata (holds the config). A stale '<step>.partial_save' of an earlier
   interrupted run is removed first; if writing fails, the partial directory is removed again.
+  compress: zstd-compress the chunks (Orbax's default). Off by default here: compressing holds one
+    more copy of the array being written and is about 5x slower on CPU, for ~20% less disk on bf16.
+  chunk_bytes: storage chunk size, so that restoring onto another mesh reads only the chunks it needs.
   """
   step_dir = pathlib.Path(step_dir)
   if step_dir.exists():
@@ -55,12 +61,19 @@ def write(step_dir: str | os.PathLike, arrays: Iterator[tuple[tuple[str, ...], A
   partial = step_dir.with_name(step_dir.name + PARTIAL_SUFFIX)
   shutil.rmtree(partial, ignore_errors=True)
   step_dir.parent.mkdir(parents=True, exist_ok=True)
+  arrays = iter(arrays)
+  context = ocp_v1.Context()
+  context.array.saving.use_compression = compress
+  context.array.saving.storage_options.chunk_byte_size = chunk_bytes
   try:
-    first = True
-    for path, value in arrays:
-      ocp_v1.partial.save(step_dir, nested(path, value), custom_metadata=metadata if first else None)
-      first = False
-      del value
+    with context, concurrent.futures.ThreadPoolExecutor(1) as producer:  # reads the next array while one is written
+      upcoming = producer.submit(next, arrays, None)
+      first = True
+      while (item := upcoming.result()) is not None:
+        upcoming = producer.submit(next, arrays, None)
+        ocp_v1.partial.save(step_dir, nested(*item), custom_metadata=metadata if first else None)
+        first = False
+        del item
     ocp_v1.partial.finalize(step_dir)
   except BaseException:
     shutil.rmtree(partial, ignore_errors=True)
