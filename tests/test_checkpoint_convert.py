@@ -5,6 +5,7 @@ import json
 import jax
 import jax.numpy as jnp
 import ml_collections
+import ml_dtypes
 import numpy as np
 import pytest
 import torch
@@ -15,7 +16,7 @@ torch_reference = pytest.importorskip("torch_reference")
 
 from omnidiff_jax import config as cfglib  # noqa: E402
 from omnidiff_jax import sharding  # noqa: E402
-from omnidiff_jax.checkpoints import convert, hf_names, load, orbax_io  # noqa: E402
+from omnidiff_jax.checkpoints import convert, hf_names, load, load_extra, orbax_io  # noqa: E402
 from tools import convert_checkpoint  # noqa: E402
 
 EXTRA = {  # stand-ins for Omni's SenseVoice encoder and projector weights
@@ -116,6 +117,9 @@ def _param(model, path):
 def test_round_trip_is_byte_identical(tmp_path, bf16_hf_dir):
   info = convert.hf_to_orbax(bf16_hf_dir, tmp_path / "ck", config=_tiny(), progress=False)
   assert sorted(info["extra_keys"]) == sorted(EXTRA)
+  extra = load_extra(tmp_path / "ck")
+  for key, value in EXTRA.items():
+    np.testing.assert_array_equal(extra[key].astype(np.float32), value.astype(ml_dtypes.bfloat16).astype(np.float32))
   assert info["config"]["model"]["param_dtype"] == "bfloat16"
   convert.orbax_to_hf(tmp_path / "ck", tmp_path / "hf", max_shard_size="100KB", progress=False)
   index = json.loads((tmp_path / "hf" / "model.safetensors.index.json").read_text())
@@ -205,3 +209,15 @@ def test_cli_all_subcommands(tmp_path, bf16_hf_dir, capsys):
   assert convert_checkpoint.main(["orbax-to-hf", str(tmp_path / "ck"), str(tmp_path / "hf")]) == 2
   assert "already exists" in capsys.readouterr().err
   assert orbax_io.read_config(tmp_path / "ck").model.dtype == "float32"
+
+
+def test_chunked_block_reads_match_the_name_map(hf_dir, reference):
+  """Blocks (as a device shard asks for them) read in small row chunks equal the full tensors' slices."""
+  from omnidiff_jax.checkpoints.safetensors_io import HFCheckpoint
+  ckpt = HFCheckpoint(hf_dir)
+  weights = torch_reference.state_dict_numpy(reference)
+  for name in hf_names.backbone_names():
+    want = hf_names.to_ours(name, weights.__getitem__, 2)
+    block = tuple(slice(n // 4, n // 2 + 1) for n in want.shape)
+    got = convert._read_block(ckpt, name, block, 2, np.dtype(np.float32), chunk_bytes=700)
+    np.testing.assert_array_equal(got, want[block])

@@ -7,6 +7,7 @@ from safetensors.numpy import save_file
 
 torch_reference = pytest.importorskip("torch_reference")
 
+import tiny_tokenizer  # noqa: E402
 from omnidiff_jax.checkpoints import CheckpointError, convert, load, orbax_io  # noqa: E402
 from omnidiff_jax.checkpoints.safetensors_io import HFCheckpoint  # noqa: E402
 
@@ -146,3 +147,23 @@ def test_interrupted_export_leaves_no_output(tmp_path, reference, monkeypatch):
   monkeypatch.undo()
   convert.orbax_to_hf(tmp_path / "ck", tmp_path / "export", progress=False)
   assert (tmp_path / "export" / "model.safetensors.index.json").is_file()
+
+
+def test_tokenizer_in_the_checkpoint_is_verified(tmp_path):
+  cfg = _tiny()
+  layout = tiny_tokenizer.layout()
+  cfg.vocab = cfg.vocab.__class__(dict(text_size=layout.text_size, num_specials=layout.num_specials,
+                                       num_audio_codes=layout.num_audio_codes,
+                                       num_image_codes=layout.num_image_codes, size=layout.size))
+  cfg.model.vocab_size = layout.size
+  model = torch_reference.random_qwen2(cfg.model, seed=1)
+  good, bad = tmp_path / "good", tmp_path / "bad"
+  for path, swap in ((good, None), (bad, ("<|image|>", "<|video|>"))):
+    model.save_pretrained(path)
+    tiny_tokenizer.build(layout, swap=swap).save(str(path / "tokenizer.json"))
+  convert.hf_to_orbax(good, tmp_path / "ok", config=cfg, progress=False)
+  with pytest.raises(CheckpointError) as excinfo:
+    convert.hf_to_orbax(bad, tmp_path / "no", config=cfg, progress=False)
+  text = _problems(excinfo)
+  assert "tokenizer.json: 2 mismatch(es)" in text
+  assert f"id {layout.special_id('<|image|>')}: expected '<|image|>', found '<|video|>'" in text

@@ -22,6 +22,7 @@ from omnidiff_jax import config as cfglib
 from omnidiff_jax.checkpoints import hf_names, orbax_io
 from omnidiff_jax.checkpoints.safetensors_io import (FLOAT_DTYPES, CheckpointError, HFCheckpoint, np_dtype,
                                                      parse_size, plan_shards, write_hf)
+from omnidiff_jax.vocab import VocabLayout, verify_tokenizer
 
 # Vocabulary layouts recognised from config.json's vocab_size (same numbers as configs/dream_7b.py and
 # configs/omni_7b.py); other sizes need an explicit vocab config.
@@ -81,24 +82,78 @@ def _check_tensor(ckpt: HFCheckpoint, key: str, shape: tuple[int, ...] | None, p
 
 
 def _read_block(ckpt: HFCheckpoint, name: hf_names.ParamName, index: tuple[slice, ...], num_layers: int,
-                dtype: np.dtype) -> np.ndarray:
-  """Block `index` of our parameter `name` (our layout), read from the HF tensors and cast to `dtype`."""
-  layers = range(*index[0].indices(num_layers)) if name.per_layer else [None]
-  inner = index[1:] if name.per_layer else index
-  hf_index = tuple(reversed(inner)) if name.transpose else inner
+                dtype: np.dtype, chunk_bytes: int = 64 << 20) -> np.ndarray:
+  """Block `index` (unit-step slices, our layout) of our parameter `name`, cast to `dtype`.
+
+  The HF tensors are read `chunk_bytes` of rows at a time straight into the output, so reading adds
+  only about one chunk (plus its short-lived memory map) on top of the block itself.
+  """
   keys = hf_names.hf_keys(name, num_layers)
-  out = None
+  layers = range(*index[0].indices(num_layers)) if name.per_layer else [0]
+  inner = index[1:] if name.per_layer else index
+  hf_index = tuple(reversed(inner)) if name.transpose else tuple(inner)
+  hf_ranges = [range(*s.indices(n)) for s, n in zip(hf_index, ckpt.shape(keys[0]))]
+  block_shape = tuple(len(r) for r in hf_ranges)
+  out = np.empty((len(layers), *(block_shape[::-1] if name.transpose else block_shape)), dtype)
+  rows = hf_ranges[0]
+  row_bytes = int(np.prod(block_shape[1:])) * max(out.itemsize, 4)
+  step = max(1, chunk_bytes // row_bytes)
   for j, layer in enumerate(layers):
-    part = ckpt.read(keys[layer or 0], hf_index)
-    if out is None:
-      shape = part.shape[::-1] if name.transpose else part.shape
-      out = np.empty((len(layers), *shape), dtype)
-    if name.transpose:
-      hf_names.transpose_2d(part, out[j])
-    else:
-      out[j] = part
-    del part
+    for r in range(0, len(rows), step):
+      n = min(step, len(rows) - r)
+      part = ckpt.read(keys[layer], (slice(rows.start + r, rows.start + r + n), *hf_index[1:]))
+      if name.transpose:
+        hf_names.transpose_2d(part, out[j][:, r:r + n])
+      else:
+        out[j][r:r + n] = part
   return out if name.per_layer else out[0]
+
+
+def _validate(ckpt: HFCheckpoint, config: ml_collections.ConfigDict | None, mesh: jax.sharding.Mesh | None):
+  """Checks an HF checkpoint against the model it describes (and `config`, when given).
+
+  Returns (model config, vocab config, {our param path: abstract array (sharded over `mesh`)}, extra HF
+  keys). Raises CheckpointError with every problem found.
+  """
+  problems = list(ckpt.problems)
+  model_cfg = model_config_from_hf(ckpt.config, problems) if ckpt.config else None
+  vocab = None if config is None else config.vocab
+  if model_cfg is not None and config is not None:
+    for field in ("hidden_size", "num_layers", "num_heads", "num_kv_heads", "head_dim", "intermediate_size",
+                  "vocab_size"):
+      if config.model[field] != model_cfg[field]:
+        problems.append(f"config.json: {_HF_FIELDS.get(field, field)}={model_cfg[field]} but the given config "
+                        f"has model.{field}={config.model[field]}")
+    model_cfg = ml_collections.ConfigDict(config.model.to_dict())
+  abstract, extra_keys = {}, [k for k in ckpt.keys() if hf_names.is_extra(k)]
+  if model_cfg is not None:
+    if vocab is None and model_cfg.vocab_size in KNOWN_VOCABS:
+      vocab = cfglib.vocab_config(**KNOWN_VOCABS[model_cfg.vocab_size])
+    if vocab is None:
+      problems.append(f"config.json: vocab_size {model_cfg.vocab_size} is neither Dream (152064) nor Omni "
+                      f"(176264); pass the vocab layout explicitly (--config)")
+    elif vocab.size != model_cfg.vocab_size:
+      problems.append(f"vocabulary mismatch: the vocab layout has {vocab.size} rows, config.json has "
+                      f"vocab_size {model_cfg.vocab_size}")
+    elif any((ckpt.directory / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json")):
+      try:
+        verify_tokenizer(VocabLayout.from_config(vocab), ckpt.directory)
+      except ValueError as e:
+        problems.append(str(e))
+    abstract = dict(nnx.to_flat_state(orbax_io.abstract_model(model_cfg, mesh)[1]))
+    expected = set()
+    for name in hf_names.backbone_names():
+      shape = hf_names.hf_shape(name, abstract[name.path].shape)
+      for key in hf_names.hf_keys(name, model_cfg.num_layers):
+        expected.add(key)
+        _check_tensor(ckpt, key, shape, problems)
+    for key in extra_keys:
+      _check_tensor(ckpt, key, None, problems)
+    for key in sorted(set(ckpt.keys()) - expected - set(extra_keys)):
+      problems.append(f"unexpected tensor {key!r} (not a Dream/Qwen2 backbone key nor an Omni extra weight)")
+  if problems:
+    raise CheckpointError(f"cannot convert {ckpt.directory}", problems)
+  return model_cfg, vocab, abstract, extra_keys
 
 
 def hf_to_orbax(hf_dir: str | os.PathLike, out: str | os.PathLike, *,
@@ -121,46 +176,12 @@ def hf_to_orbax(hf_dir: str | os.PathLike, out: str | os.PathLike, *,
     {'config': the stored config dict, 'extra_keys': the carried-through non-backbone HF keys}.
   Raises:
     CheckpointError listing every problem (files, config, missing/unexpected/mis-shaped/mis-typed tensors,
-    vocabulary mismatch) before anything is written.
+    vocabulary mismatch, tokenizer.json / tokenizer_config.json in hf_dir disagreeing with the vocab
+    layout) before anything is written.
   """
   ckpt = HFCheckpoint(hf_dir)
-  problems = list(ckpt.problems)
-  model_cfg = model_config_from_hf(ckpt.config, problems) if ckpt.config else None
-  vocab = None if config is None else config.vocab
-  if model_cfg is not None and config is not None:
-    for field in ("hidden_size", "num_layers", "num_heads", "num_kv_heads", "head_dim", "intermediate_size",
-                  "vocab_size"):
-      if config.model[field] != model_cfg[field]:
-        problems.append(f"config.json: {_HF_FIELDS.get(field, field)}={model_cfg[field]} but the given config "
-                        f"has model.{field}={config.model[field]}")
-    model_cfg = ml_collections.ConfigDict(config.model.to_dict())
-  if model_cfg is not None:
-    if vocab is None and model_cfg.vocab_size in KNOWN_VOCABS:
-      vocab = cfglib.vocab_config(**KNOWN_VOCABS[model_cfg.vocab_size])
-    if vocab is None:
-      problems.append(f"config.json: vocab_size {model_cfg.vocab_size} is neither Dream (152064) nor Omni "
-                      f"(176264); pass the vocab layout explicitly (--config)")
-    elif vocab.size != model_cfg.vocab_size:
-      problems.append(f"vocabulary mismatch: the vocab layout has {vocab.size} rows, config.json has "
-                      f"vocab_size {model_cfg.vocab_size}")
+  model_cfg, vocab, abstract, extra_keys = _validate(ckpt, config, mesh)
   names = hf_names.backbone_names()
-  extra_keys = [k for k in ckpt.keys() if hf_names.is_extra(k)]
-  if model_cfg is not None:
-    graphdef, abstract = orbax_io.abstract_model(model_cfg, mesh)
-    flat = dict(nnx.to_flat_state(abstract))
-    expected = set()
-    for name in names:
-      shape = hf_names.hf_shape(name, flat[name.path].shape)
-      for key in hf_names.hf_keys(name, model_cfg.num_layers):
-        expected.add(key)
-        _check_tensor(ckpt, key, shape, problems)
-    for key in extra_keys:
-      _check_tensor(ckpt, key, None, problems)
-    for key in sorted(set(ckpt.keys()) - expected - set(extra_keys)):
-      problems.append(f"unexpected tensor {key!r} (not a Dream/Qwen2 backbone key nor an Omni extra weight)")
-  if problems:
-    raise CheckpointError(f"cannot convert {hf_dir}", problems)
-
   store_dtype = {name.path: np.dtype(jnp.dtype(dtype)) if dtype else
                  np_dtype(ckpt.dtype(hf_names.hf_keys(name, model_cfg.num_layers)[0])) for name in names}
   model_cfg.param_dtype = store_dtype[("embed_tokens", "embedding")].name
@@ -173,12 +194,12 @@ def hf_to_orbax(hf_dir: str | os.PathLike, out: str | os.PathLike, *,
 
   def arrays() -> Iterator[tuple[tuple[str, ...], object]]:
     for name in names:
-      shape, dt = flat[name.path].shape, store_dtype[name.path]
+      shape, dt = abstract[name.path].shape, store_dtype[name.path]
       read = lambda index, name=name, dt=dt: _read_block(ckpt, name, index, model_cfg.num_layers, dt)
       if mesh is None:  # plain host arrays: no copy into a device buffer
         array = read(tuple(slice(0, n) for n in shape))
       else:  # each device's block is read on its own
-        array = jax.make_array_from_callback(shape, flat[name.path].sharding, read)
+        array = jax.make_array_from_callback(shape, abstract[name.path].sharding, read)
       yield ("params", *name.path), array
       bar.update(sum(ckpt.nbytes(k) for k in hf_names.hf_keys(name, model_cfg.num_layers)))
     for key in extra_keys:

@@ -141,6 +141,28 @@ def restore(path: str | os.PathLike, target: dict) -> dict:
   return out[STATE]
 
 
+def load_extra(path: str | os.PathLike) -> dict[str, np.ndarray]:
+  """The carried-through Omni weights outside the backbone (SenseVoice encoder, audio projector) as
+  {HF key: numpy array in its stored dtype}; {} when the checkpoint has none."""
+  shapes = {p: s for p, s in array_shapes(path).items() if p[0] == "extra"}
+  if not shapes:
+    return {}
+  target = {}
+  for p, (shape, dtype) in shapes.items():
+    node = target
+    for key in p[:-1]:
+      node = node.setdefault(key, {})
+    node[p[-1]] = jax.ShapeDtypeStruct(shape, dtype)
+  restored = restore(path, target)
+  out = {}
+  for p in shapes:
+    node = restored
+    for key in p:
+      node = node[key]
+    out[".".join(p[1:])] = np.asarray(node)
+  return out
+
+
 def abstract_model(model_cfg: ml_collections.ConfigDict, mesh: jax.sharding.Mesh | None):
   """(graphdef, abstract nnx.Param state with a NamedSharding per leaf when `mesh` is given)."""
   build = lambda: DreamModel(model_cfg, rngs=nnx.Rngs(0))
