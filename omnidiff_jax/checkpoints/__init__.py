@@ -1,1 +1,10 @@
-"""Checkpoint conversion (HF safetensors <-> our parameter tree) and Orbax I/O."""
+"""Checkpoint conversion (HF safetensors <-> our parameter tree) and Orbax I/O.
+
+  model, config = omnidiff_jax.checkpoints.load(path, mesh=None, dtype=None)
+
+loads a checkpoint written by tools/convert_checkpoint.py (or by training) onto any mesh; see
+orbax_io.load. `load_extra(path)` returns the carried-through Omni weights (SenseVoice encoder, audio
+projector) by HF name. The conversions themselves live in convert.py.
+"""
+from omnidiff_jax.checkpoints.orbax_io import load, load_extra  # noqa: F401
+from omnidiff_jax.checkpoints.safetensors_io import CheckpointError  # noqa: F401

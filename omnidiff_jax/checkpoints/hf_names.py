@@ -50,11 +50,21 @@ def hf_keys(name: ParamName, num_layers: int) -> list[str]:
   return [name.hf_key.format(i=i) for i in range(num_layers)] if name.per_layer else [name.hf_key]
 
 
+def transpose_2d(x: np.ndarray, out: np.ndarray | None = None, block: int = 512) -> np.ndarray:
+  """x.T as a C-contiguous array, copied tile by tile (several times faster than np.ascontiguousarray(x.T)
+  on large matrices). x: (R, C) -> (C, R); `out` (C, R), if given, is filled (casting to its dtype)."""
+  out = np.empty(x.shape[::-1], x.dtype) if out is None else out
+  for r in range(0, x.shape[0], block):
+    for c in range(0, x.shape[1], block):
+      out[c:c + block, r:r + block] = x[r:r + block, c:c + block].T
+  return out
+
+
 def to_ours(name: ParamName, get_tensor: Callable[[str], np.ndarray], num_layers: int) -> np.ndarray:
   """Reads the HF tensor(s) of one parameter and returns it in our layout (stacked over layers)."""
   parts = [get_tensor(k) for k in hf_keys(name, num_layers)]
   if name.transpose:
-    parts = [p.T for p in parts]
+    parts = [transpose_2d(p) for p in parts]
   return np.stack(parts) if name.per_layer else parts[0]
 
 
@@ -62,7 +72,7 @@ def to_hf(name: ParamName, value: np.ndarray, num_layers: int) -> Iterator[tuple
   """Splits one of our parameters into its HF tensors (inverse of `to_ours`)."""
   values = list(value) if name.per_layer else [value]
   for key, v in zip(hf_keys(name, num_layers), values):
-    yield key, np.ascontiguousarray(v.T if name.transpose else v)
+    yield key, transpose_2d(v) if name.transpose else np.ascontiguousarray(v)
 
 
 def load_backbone(model, get_tensor: Callable[[str], np.ndarray]) -> None:
@@ -92,3 +102,18 @@ def load_backbone(model, get_tensor: Callable[[str], np.ndarray]) -> None:
   for path, value in values.items():
     target = variables[path].get_value()
     variables[path].set_value(jax.device_put(value.astype(target.dtype), target.sharding))
+
+
+# Omni-Diffusion weights outside the backbone (SenseVoice audio encoder, audio projector): carried through
+# conversion unchanged, under their HF names.
+EXTRA_PREFIXES = ("model.audio_model.", "model.audio_projection.")
+
+
+def is_extra(hf_key: str) -> bool:
+  return hf_key.startswith(EXTRA_PREFIXES)
+
+
+def hf_shape(name: ParamName, our_shape: tuple[int, ...]) -> tuple[int, ...]:
+  """Shape of each HF tensor of `name`, given the shape of our (possibly layer-stacked) parameter."""
+  shape = our_shape[1:] if name.per_layer else our_shape
+  return tuple(reversed(shape)) if name.transpose else tuple(shape)
