@@ -18,7 +18,9 @@ import math
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 from flax import nnx
+from tqdm import tqdm
 
 Array = jax.Array
 
@@ -286,3 +288,29 @@ def encode(model: MagvitV2, images: Array) -> Array:
 def decode(model: MagvitV2, codes: Array, grid: tuple[int, int] | None = None) -> Array:
   """Jitted `model.decode`: codes (B, h*w) -> images (B, h*f, w*f, 3) in [0, 1]."""
   return model.decode(codes, grid)
+
+
+def _batched(fn, inputs, batch_size: int, desc: str | None):
+  """Applies fn to fixed-size batches of inputs (N, ...) (the last one padded by repetition, so one compiled
+  shape serves every batch) and concatenates the numpy results, trimmed to N."""
+  inputs = np.asarray(inputs)
+  outputs = []
+  for start in tqdm(range(0, len(inputs), batch_size), desc=desc, disable=desc is None):
+    batch = inputs[start:start + batch_size]
+    pad = batch_size - len(batch)
+    if pad:
+      batch = np.concatenate([batch, np.repeat(batch[-1:], pad, axis=0)])
+    outputs.append(np.asarray(fn(batch))[:batch_size - pad])
+  return np.concatenate(outputs)
+
+
+def encode_batched(model: MagvitV2, images, batch_size: int, desc: str | None = None):
+  """images (N, H, W, 3) in [-1, 1] (numpy) -> codes (N, H/f * W/f) int32 numpy, `batch_size` at a time;
+  `desc` shows a tqdm progress bar."""
+  return _batched(lambda x: encode(model, x), images, batch_size, desc)
+
+
+def decode_batched(model: MagvitV2, codes, batch_size: int, grid: tuple[int, int] | None = None,
+                   desc: str | None = None):
+  """codes (N, h*w) -> images (N, h*f, w*f, 3) float32 numpy in [0, 1], `batch_size` at a time."""
+  return _batched(lambda c: decode(model, c, grid), codes, batch_size, desc)
