@@ -101,3 +101,22 @@ def test_non_square_shapes(model):
 def test_channels_must_suit_group_norm():
   with pytest.raises(ValueError, match="multiples of GroupNorm"):
     magvit.MagvitV2(magvit.model_config(ch=48), rngs=nnx.Rngs(0))
+
+
+def test_bfloat16_compute_stays_close(golden):
+  # dtype='bfloat16' (TPU/GPU setting): convs and matmuls in bf16, GroupNorm/softmax in fp32.
+  cfg = magvit_configs.get_config("tiny").model
+  cfg.dtype = "bfloat16"
+  bf16 = magvit_ckpt.random_model(cfg, int(golden["seed"]))
+
+  @nnx.jit
+  def run(m, images, codes):
+    return m.encode_latents(images), m.decode_raw(codes)
+
+  latents, raw = (np.asarray(x) for x in run(bf16, golden["images"], golden["codes"]))
+  assert latents.dtype == raw.dtype == np.float32
+  scale = np.abs(golden["latents"]).max()
+  assert np.abs(latents - golden["latents"]).max() < 0.05 * scale
+  codes = np.asarray(magvit.codes_from_latents(jnp.asarray(latents)))
+  assert (codes == golden["codes"]).mean() > 0.5  # 13 bits per code: any near-zero latent may flip
+  assert np.abs(raw - golden["decoded"]).max() < 0.05 * np.abs(golden["decoded"]).max()

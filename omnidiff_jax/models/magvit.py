@@ -46,12 +46,6 @@ def model_config(**overrides) -> ml_collections.ConfigDict:
   return cfg
 
 
-def _group_norm(channels: int, rngs: nnx.Rngs, param_dtype) -> nnx.GroupNorm:
-  """torch GroupNorm(32, C, eps=1e-6); statistics in fp32 with the two-pass variance (as torch)."""
-  return nnx.GroupNorm(channels, num_groups=GROUPS, epsilon=NORM_EPS, dtype=jnp.float32, param_dtype=param_dtype,
-                       use_fast_variance=False, rngs=rngs)
-
-
 def _swish(x: Array) -> Array:
   return x * jax.nn.sigmoid(x)
 
@@ -70,7 +64,9 @@ class _Layers:
     return nnx.Linear(cin, cout, dtype=self.dtype, param_dtype=self.param_dtype, rngs=self.rngs)
 
   def norm(self, channels: int) -> nnx.GroupNorm:
-    return _group_norm(channels, self.rngs, self.param_dtype)
+    """torch GroupNorm(32, C, eps=1e-6); statistics in fp32 with the two-pass variance (as torch)."""
+    return nnx.GroupNorm(channels, num_groups=GROUPS, epsilon=NORM_EPS, dtype=jnp.float32,
+                         param_dtype=self.param_dtype, use_fast_variance=False, rngs=self.rngs)
 
 
 class ResnetBlock(nnx.Module):
