@@ -1,6 +1,4 @@
 """MAGVIT-v2 preprocessing (vs upstream's torchvision transform, golden) and the tools/magvit.py CLI."""
-import importlib.util
-import json
 import os
 import pathlib
 import subprocess
@@ -43,47 +41,50 @@ def test_to_uint8_truncates_like_upstream():
   np.testing.assert_array_equal(image_processing.to_uint8(values), [[[0, 127, 255], [0, 254, 255]]])
 
 
-def _load_tool():
-  """tools/magvit.py as a module (loaded once: it defines absl flags)."""
-  if "magvit_tool" not in sys.modules:
-    spec = importlib.util.spec_from_file_location("magvit_tool", ROOT / "tools" / "magvit.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    sys.modules["magvit_tool"] = module
-  return sys.modules["magvit_tool"]
-
-
-def test_cli_encode_decode_pngs(tmp_path):
-  tool = _load_tool()
-  cfg = magvit_configs.get_config("tiny")
+def _pngs(tmp_path):
   rng = np.random.default_rng(0)
   paths = []
   for i, size in enumerate([(40, 48), (70, 32), (32, 32)]):
     paths.append(str(tmp_path / f"img{i}.png"))
     Image.fromarray(rng.integers(0, 256, (*size, 3), dtype=np.uint8)).save(paths[-1])
-  state_dict = magvit_ckpt.random_torch_state_dict(cfg.model, seed=5)
+  return paths
+
+
+def test_encode_and_decode_files(tmp_path):
+  cfg = magvit_configs.get_config("tiny")
+  paths = _pngs(tmp_path)
   checkpoint = str(tmp_path / "torch_layout.safetensors")
-  save_file(state_dict, checkpoint)
-  model = tool.load_model(cfg, checkpoint)
+  save_file(magvit_ckpt.random_torch_state_dict(cfg.model, seed=0), checkpoint)
+  model = magvit_ckpt.load_magvit(cfg.model, checkpoint)
 
-  # encode -> .json (batch 2: the last batch is padded) ...
-  codes_file = str(tmp_path / "codes.json")
-  tool.encode(model, paths, 32, codes_file, batch_size=2)
-  with open(codes_file) as f:
-    entries = json.load(f)
-  reference = magvit_ckpt.model_from_torch_state_dict(cfg.model, state_dict)
+  # Batch 2 over 3 images: the last batch is padded; rows must not depend on the batching.
+  codes = image_processing.encode_files(model, paths, 32, batch_size=2)
   images = image_processing.load_batch(paths, 32)
-  expected = magvit.encode_batched(reference, images, batch_size=2)
-  assert [e["image"] for e in entries] == paths
-  np.testing.assert_array_equal(np.array([e["codes"] for e in entries]), expected)
-
-  # ... -> PNGs named after the sources, equal to the library's decode.
-  codes, names = tool.read_codes(codes_file, 13)
+  np.testing.assert_array_equal(codes, np.concatenate([magvit.encode(model, images[:2]),
+                                                      magvit.encode(model, images[2:].repeat(2, 0))[:1]]))
+  codes_file = str(tmp_path / "codes.json")
+  image_processing.write_codes(codes_file, codes, paths)
+  read, names = image_processing.read_codes(codes_file, 13)
+  np.testing.assert_array_equal(read, codes)
   assert names == ["00000_img0.png", "00001_img1.png", "00002_img2.png"]
-  tool.decode(model, codes, names, str(tmp_path / "decoded"), batch_size=3)
-  pixels = image_processing.to_uint8(magvit.decode(reference, expected))
-  for name, expected_png in zip(names, pixels):
-    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "decoded" / name)), expected_png)
+
+  out = [str(tmp_path / "decoded" / n) for n in names]
+  image_processing.decode_to_pngs(model, codes, out, batch_size=2)
+  pixels = image_processing.to_uint8(np.concatenate([magvit.decode(model, codes[:2]),
+                                                     magvit.decode(model, codes[2:].repeat(2, 0))[:1]]))
+  for path, expected in zip(out, pixels):
+    np.testing.assert_array_equal(np.asarray(Image.open(path)), expected)
+
+  # The CLI (no --checkpoint: random weights of seed config.run.seed = 0, batch config.run.batch_size = 2)
+  # writes the same codes and PNGs.
+  tiny = ["--config", str(ROOT / "configs" / "magvit.py") + ":tiny"]
+  result = _run_tool("encode", *tiny, "--output", str(tmp_path / "cli.npy"), *paths)
+  assert result.returncode == 0 and "RANDOM weights" in result.stderr, result.stderr[-3000:]
+  np.testing.assert_array_equal(np.load(tmp_path / "cli.npy"), codes)
+  result = _run_tool("decode", *tiny, "--output_dir", str(tmp_path / "cli"), str(tmp_path / "cli.npy"))
+  assert result.returncode == 0, result.stderr[-3000:]
+  for i, expected in enumerate(pixels):
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "cli" / f"{i:05d}.png")), expected)
 
 
 def _run_tool(*args):
@@ -114,5 +115,7 @@ def test_cli_rejects_bad_codes(tmp_path):
   np.save(bad, np.array([[0, 9000]]))
   result = _run_tool("decode", bad)
   assert result.returncode != 0 and "codes must lie in [0, 8192); got [0, 9000]" in result.stderr
-  with pytest.raises(ValueError, match="must be .npy or .json"):
-    _load_tool().read_codes(str(tmp_path / "codes.txt"), 13)
+  with pytest.raises(ValueError, match="must end in .npy or .json"):
+    image_processing.read_codes(str(tmp_path / "codes.txt"), 13)
+  with pytest.raises(FileNotFoundError, match="no such image file"):
+    image_processing.encode_files(None, [str(tmp_path / "missing.png")], 32, 2)

@@ -15,7 +15,6 @@
 has random weights (a warning says so). Image codes here are tokenizer codes in [0, 8192); the LLM's image
 token ids are these plus the vocabulary's image offset (omnidiff_jax.vocab.VocabLayout.image_id).
 """
-import json
 import os
 import sys
 
@@ -46,66 +45,11 @@ def load_model(cfg, checkpoint: str):
   return magvit_ckpt.random_model(cfg.model, cfg.run.seed)
 
 
-def read_codes(path: str, bits: int):
-  """codes file (.npy int (N, L), or .json from `encode`) -> (codes int32 (N, L), PNG names); every code
-  must lie in [0, 2**bits)."""
-  import numpy as np
-
-  if path.endswith(".json"):
-    with open(path) as f:
-      entries = json.load(f)
-    if not isinstance(entries, list) or not all(isinstance(e, dict) and "codes" in e for e in entries):
-      raise ValueError(f"{path}: expected a list of {{'image': ..., 'codes': [...]}} objects")
-    codes = np.asarray([e["codes"] for e in entries])
-    names = [f"{i:05d}_" + os.path.splitext(os.path.basename(e.get("image", "")))[0] + ".png"
-             for i, e in enumerate(entries)]
-  elif path.endswith(".npy"):
-    codes = np.load(path)
-    names = [f"{i:05d}.png" for i in range(len(codes))]
-  else:
-    raise ValueError(f"{path}: codes file must be .npy or .json")
-  if codes.ndim != 2 or not np.issubdtype(codes.dtype, np.integer):
-    raise ValueError(f"{path}: expected integer codes of shape (N, L), got {codes.dtype} {codes.shape}")
-  if codes.min() < 0 or codes.max() >= 2 ** bits:
-    raise ValueError(f"{path}: codes must lie in [0, {2 ** bits}); got [{codes.min()}, {codes.max()}]")
-  return codes.astype(np.int32), names
-
-
-def encode(model, paths, resolution: int, output: str, batch_size: int) -> None:
-  """Image files -> codes file (.npy int32 (N, L) or .json)."""
-  import numpy as np
-
-  from omnidiff_jax.models import image_processing, magvit
-
-  missing = [p for p in paths if not os.path.isfile(p)]
-  if missing:
-    raise FileNotFoundError(f"no such image file(s): {', '.join(missing)}")
-  images = image_processing.load_batch(paths, resolution)
-  codes = magvit.encode_batched(model, images, batch_size, desc="encode")
-  os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
-  if output.endswith(".json"):
-    with open(output, "w") as f:
-      json.dump([{"image": p, "codes": c.tolist()} for p, c in zip(paths, codes)], f)
-  elif output.endswith(".npy"):
-    np.save(output, codes)
-  else:
-    raise ValueError(f"--output {output}: must end in .npy or .json")
-  print(f"{len(paths)} images -> {codes.shape[1]} codes each -> {output}")
-
-
-def decode(model, codes, names, output_dir: str, batch_size: int, grid=None) -> None:
-  """codes (N, L) -> one PNG per row in output_dir, named by `names`."""
-  from omnidiff_jax.models import image_processing, magvit
-
-  images = magvit.decode_batched(model, codes, batch_size, grid, desc="decode")
-  for name, image in zip(names, image_processing.to_uint8(images)):
-    image_processing.save_png(image, os.path.join(output_dir, name))
-  print(f"{len(names)} images ({images.shape[1]}x{images.shape[2]}) -> {output_dir}/")
-
-
 def main(argv):
   if len(argv) < 2 or argv[1] not in COMMANDS:
     raise app.UsageError(f"usage: tools/magvit.py {{{'|'.join(COMMANDS)}}} [flags] [files]; see --help")
+  from omnidiff_jax.models import image_processing
+
   command, args = argv[1], argv[2:]
   cfg = _CONFIG.value
   batch_size = _BATCH.value or cfg.run.batch_size
@@ -116,15 +60,21 @@ def main(argv):
     count = magvit_ckpt.convert_magvit(_SRC.value, _DST.value, cfg.model)
     print(f"converted {count} tensors: {_SRC.value} -> {_DST.value}")
   elif command == "encode":
-    if not args:
-      raise app.UsageError("encode needs image files")
-    encode(load_model(cfg, _CHECKPOINT.value), args, cfg.image.resolution, _OUTPUT.value, batch_size)
+    if not args or not _OUTPUT.value.endswith((".npy", ".json")):
+      raise app.UsageError("encode needs image files and an --output ending in .npy or .json")
+    codes = image_processing.encode_files(load_model(cfg, _CHECKPOINT.value), args, cfg.image.resolution,
+                                          batch_size, desc="encode")
+    image_processing.write_codes(_OUTPUT.value, codes, args)
+    print(f"{len(args)} images -> {codes.shape[1]} codes each -> {_OUTPUT.value}")
   else:
     if len(args) != 1:
       raise app.UsageError("decode needs exactly one codes file (.npy or .json)")
-    codes, names = read_codes(args[0], cfg.model.z_channels)  # a bad file fails before the model loads
+    codes, names = image_processing.read_codes(args[0], cfg.model.z_channels)  # fails before the model loads
     grid = tuple(int(x) for x in _GRID.value.split(",")) if _GRID.value else None
-    decode(load_model(cfg, _CHECKPOINT.value), codes, names, _OUTPUT_DIR.value, batch_size, grid)
+    paths = [os.path.join(_OUTPUT_DIR.value, name) for name in names]
+    image_processing.decode_to_pngs(load_model(cfg, _CHECKPOINT.value), codes, paths, batch_size, grid,
+                                    desc="decode")
+    print(f"{len(paths)} images -> {_OUTPUT_DIR.value}/")
 
 
 if __name__ == "__main__":
