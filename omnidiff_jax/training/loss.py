@@ -8,8 +8,9 @@ Upstream (dataset_qwen2.forward_process, per sample, before packing) does:
   * HF ForCausalLMLoss: logit i predicts label i + 1 (Dream's shift), fp32 cross-entropy, mean over the
     masked targets of the micro-batch (one packed row per GPU), then DeepSpeed averages the rows.
 
-Where the masking happens: here, inside the jitted step, from a key folded with the step and the
-micro-step. The data pipeline stays a pure function of the sample index (clean ids + labels), which makes
+Where the masking happens: here, inside the jitted step; row r of the global batch of step s draws its
+uniforms from fold_in(fold_in(key, s), r). The draws therefore do not depend on the mesh, the number of
+processes or the gradient-accumulation split, and the data pipeline stays a pure function of the sample index (clean ids + labels), which makes
 exact resume and multi-host sharding easy; the per-token draws are i.i.d., so masking a packed row is
 distributed exactly like masking each sample before packing.
 
@@ -73,13 +74,22 @@ def mask_from_uniforms(labels: Array, segment_ids: Array, u_level: Array, u_draw
   return masked, t
 
 
-def corrupt(key: Array, batch: dict[str, Array], *, mask_id: int, eos_id: int,
+def row_uniforms(key: Array, row_ids: Array, seq_len: int) -> tuple[Array, Array]:
+  """Two (B, L) fp32 uniform arrays; row b uses fold_in(key, row_ids[b]) only."""
+  def one_row(row_id):
+    return jax.random.uniform(jax.random.fold_in(key, row_id), (2, seq_len), jnp.float32)
+  u = jax.vmap(one_row)(row_ids)
+  return u[:, 0], u[:, 1]
+
+
+def corrupt(key: Array, batch: dict[str, Array], row_ids: Array, *, mask_id: int, eos_id: int,
             loss_cfg: ml_collections.ConfigDict) -> Corruption:
-  """Draws the masks for a batch (fields 'input_ids', 'labels', 'segment_ids', all (B, L))."""
+  """Draws the masks for a batch (fields 'input_ids', 'labels', 'segment_ids', all (B, L)).
+
+  row_ids: (B,) int, the rows' indices in the global batch of the step (`key` is the step's key).
+  """
   labels = batch["labels"]
-  k_level, k_draw = jax.random.split(key)
-  u_level = jax.random.uniform(k_level, labels.shape, jnp.float32)
-  u_draw = jax.random.uniform(k_draw, labels.shape, jnp.float32)
+  u_level, u_draw = row_uniforms(key, row_ids, labels.shape[1])
   masked, t = mask_from_uniforms(labels, batch["segment_ids"], u_level, u_draw, eos_id=eos_id,
                                  eps=loss_cfg.eps, pad_mask_ratio=loss_cfg.pad_mask_ratio,
                                  per_sequence=_per_sequence(loss_cfg))

@@ -1,6 +1,8 @@
 """Optimizer (config section `optimizer`), as upstream's DeepSpeed setup (reference section 3.3):
 
-  apply_if_finite(                         NaN/Inf guard: skip the update, count it (notfinite_count)
+  apply_if_finite(                         NaN/Inf guard: skip the update, count it (notfinite_count);
+                                           never applies a non-finite update: the training loop stops
+                                           after optimizer.max_nonfinite_steps skipped steps in a row
     multi_transform(
       trained: clip_by_global_norm(1.0) -> AdamW(b1 0.9, b2 0.95, eps 1e-8, weight decay 0)
                with linear warmup then cosine decay to final_lr_ratio (0.1) x peak,
@@ -15,6 +17,8 @@ import re
 import jax
 import ml_collections
 import optax
+
+NEVER_APPLY_NONFINITE = 2**30  # apply_if_finite applies updates after this many non-finite steps in a row
 
 
 def param_path(key_path) -> str:
@@ -51,4 +55,4 @@ def make_optimizer(opt_cfg: ml_collections.ConfigDict, params, total_steps: int)
                   weight_decay=opt_cfg.weight_decay))
   labels = jax.tree.map(lambda f: "frozen" if f else "trained", frozen_mask(params, opt_cfg.frozen))
   tx = optax.multi_transform({"trained": adamw, "frozen": optax.set_to_zero()}, labels)
-  return optax.apply_if_finite(tx, max_consecutive_errors=opt_cfg.max_nonfinite_steps)
+  return optax.apply_if_finite(tx, max_consecutive_errors=NEVER_APPLY_NONFINITE)

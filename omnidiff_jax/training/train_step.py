@@ -4,7 +4,7 @@ The state is a plain pytree (checkpointed as is):
   params     nnx.State of the model's nnx.Param leaves, sharded from the logical annotations
   opt_state  optax state (mu/nu sharded like their parameters; counters replicated)
   step       int32 scalar, number of batches consumed (skipped non-finite steps included)
-  rng        uint32 key data; step s draws its masks from fold_in(fold_in(key, s), micro_step)
+  rng        uint32 key data; row r of step s draws its masks from fold_in(fold_in(key, s), r)
 
 The step is nnx.split/merge inside jax.jit with explicit in/out shardings and the state donated. A batch of
 R rows is viewed as (R / A, A, L) and scanned over its A = train.grad_accum_steps micro-batches (micro-batch
@@ -96,9 +96,9 @@ def _make_step(cfg: ml_collections.ConfigDict, graphdef, tx: optax.GradientTrans
   accum = cfg.train.grad_accum_steps
   num_tasks = len(batchlib.TASKS)
 
-  def loss_fn(params, micro: dict[str, jax.Array], key: jax.Array):
+  def loss_fn(params, micro: dict[str, jax.Array], row_ids: jax.Array, key: jax.Array):
     params = jax.tree.map(lambda p, f: jax.lax.stop_gradient(p) if f else p, params, frozen)
-    noise = losslib.corrupt(key, micro, mask_id=vocab.mask_id, eos_id=vocab.eos_id, loss_cfg=cfg.loss)
+    noise = losslib.corrupt(key, micro, row_ids, mask_id=vocab.mask_id, eos_id=vocab.eos_id, loss_cfg=cfg.loss)
     model = nnx.merge(graphdef, params)
     logits = model(noise.noisy_ids, positions=micro["positions"], segment_ids=micro["segment_ids"])
     terms = losslib.diffusion_loss(logits, micro["labels"], noise.masked, noise.t, micro["task_ids"],
@@ -109,17 +109,19 @@ def _make_step(cfg: ml_collections.ConfigDict, graphdef, tx: optax.GradientTrans
     rows = batch["input_ids"].shape[0]
     if rows % accum:
       raise ValueError(f"{rows} rows per batch are not divisible by train.grad_accum_steps={accum}")
-    micro = {k: jnp.swapaxes(v.reshape(rows // accum, accum, *v.shape[1:]), 0, 1) for k, v in batch.items()}
+    def split(v):  # (R, ...) -> (A, R / A, ...)
+      return jnp.swapaxes(v.reshape(rows // accum, accum, *v.shape[1:]), 0, 1)
+    micro, row_ids = {k: split(v) for k, v in batch.items()}, split(jnp.arange(rows, dtype=jnp.int32))
     key = jax.random.fold_in(jax.random.wrap_key_data(state["rng"]), state["step"])
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
 
     def accumulate(grads, inputs):
-      index, mb = inputs
-      (_, terms), g = grad_fn(state["params"], mb, jax.random.fold_in(key, index))
+      mb, ids = inputs
+      (_, terms), g = grad_fn(state["params"], mb, ids, key)
       return jax.tree.map(jnp.add, grads, g), terms
 
     zeros = jax.tree.map(jnp.zeros_like, state["params"])
-    grads, terms = jax.lax.scan(accumulate, zeros, (jnp.arange(accum), micro))
+    grads, terms = jax.lax.scan(accumulate, zeros, (micro, row_ids))
     terms = jax.tree.map(lambda x: jnp.sum(x, axis=0), terms)
     denominator = jnp.maximum(terms.denominator, 1.0)
     grads = jax.tree.map(lambda g: g / denominator, grads)
