@@ -93,9 +93,9 @@ def task_probabilities(mixture: ml_collections.ConfigDict) -> np.ndarray:
   return weights / weights.sum()
 
 
-def make_source(cfg: ml_collections.ConfigDict, *, process_index: int = 0,
-                process_count: int = 1) -> grain.DatasetIterator:
-  """Checkpointable iterator of this process's local batches (dicts of (R / P, seq_len) int32 arrays).
+def make_dataset(cfg: ml_collections.ConfigDict, *, process_index: int = 0,
+                 process_count: int = 1) -> grain.MapDataset:
+  """Batch k of this process's stream (dicts of (R / P, seq_len) int32 arrays) at index k.
 
   Uses cfg.vocab, cfg.data (seed, min_len, max_len, mixture), cfg.train.global_rows and cfg.train.seq_len.
   """
@@ -105,6 +105,16 @@ def make_source(cfg: ml_collections.ConfigDict, *, process_index: int = 0,
   rows = global_rows // process_count
   make_row = functools.partial(packed_row, vocab=VocabLayout.from_config(cfg.vocab), data_cfg=cfg.data,
                                seq_len=cfg.train.seq_len, task_probs=task_probabilities(cfg.data.mixture))
-  batches = grain.MapDataset.range(cfg.data.num_batches).map(functools.partial(
+  return grain.MapDataset.range(cfg.data.num_batches).map(functools.partial(
       _local_batch, rows=rows, first_row=process_index * rows, global_rows=global_rows, make_row=make_row))
-  return iter(batches.to_iter_dataset(grain.ReadOptions(num_threads=1, prefetch_buffer_size=2)))
+
+
+def to_iterator(dataset: grain.MapDataset) -> grain.DatasetIterator:
+  """The checkpointable iterator the trainer consumes (state: the next batch index)."""
+  return iter(dataset.to_iter_dataset(grain.ReadOptions(num_threads=1, prefetch_buffer_size=2)))
+
+
+def make_source(cfg: ml_collections.ConfigDict, *, process_index: int = 0,
+                process_count: int = 1) -> grain.DatasetIterator:
+  """Checkpointable iterator of this process's local batches (see make_dataset)."""
+  return to_iterator(make_dataset(cfg, process_index=process_index, process_count=process_count))
