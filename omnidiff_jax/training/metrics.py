@@ -55,7 +55,7 @@ class MetricLogger:
 
   def log(self, step: int, metrics: dict, data_digest: str) -> dict[str, float]:
     """Records the metrics of the step that produced state `step`; returns the scalars."""
-    host = jax.device_get(metrics)
+    host = jax.device_get(jax.tree.map(lambda x: x.addressable_data(0), metrics))  # replicated outputs
     scalars = {k: float(v) for k, v in host.items() if np.ndim(v) == 0}
     self._task_sums += host["task_loss_sums"]
     self._task_counts += host["task_counts"]
