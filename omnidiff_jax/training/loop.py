@@ -1,0 +1,92 @@
+"""The training loop of one curriculum stage.
+
+  resume from <workdir>/checkpoints if any (state + data position), else init (from train.init_from's
+  final params when set) -> for each step: next local batch -> global array -> jitted step -> metrics
+  -> checkpoint when due, at the end and on SIGTERM. Stops with NonFiniteError after
+  optimizer.max_nonfinite_steps skipped (NaN/Inf) updates in a row; the checkpoints on disk are the last
+  good state.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+
+import jax
+import ml_collections
+import numpy as np
+
+from omnidiff_jax import sharding
+from omnidiff_jax.data import synthetic
+from omnidiff_jax.training import batch as batchlib
+from omnidiff_jax.training import checkpointing, metrics as metricslib, train_step
+
+log = logging.getLogger(__name__)
+
+
+class NonFiniteError(RuntimeError):
+  pass
+
+
+def make_data_source(cfg: ml_collections.ConfigDict):
+  """This process's iterator of local batches, for cfg.data.source."""
+  if cfg.data.source == "synthetic":
+    return synthetic.make_source(cfg, process_index=jax.process_index(), process_count=jax.process_count())
+  raise ValueError(f"unknown data.source {cfg.data.source!r}; available: 'synthetic'")
+
+
+def digest(batch: dict[str, np.ndarray]) -> str:
+  h = hashlib.sha1()
+  for name in batchlib.FIELDS:
+    h.update(np.ascontiguousarray(batch[name]).tobytes())
+  return h.hexdigest()[:16]
+
+
+def train(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
+  """Runs (or resumes) the stage to cfg.train.steps. Returns the last step's scalar metrics and status."""
+  mesh = sharding.make_mesh(cfg.mesh)
+  trainer = train_step.make_trainer(cfg, mesh)
+  data = make_data_source(cfg)
+  rows = cfg.train.global_rows // jax.process_count()
+  ckpt = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"), cfg.checkpoint)
+  restored = ckpt.restore_latest(trainer.abstract_state, data)
+  if restored is not None:
+    state, step = restored
+    log.info("resumed from step %d", step)
+  else:
+    state, step = trainer.init(), 0
+    if cfg.train.init_from:
+      state["params"] = checkpointing.restore_params(cfg.train.init_from, trainer.abstract_state["params"])
+  logger = metricslib.MetricLogger(cfg, workdir, start_step=step)
+  meta = dict(stage=cfg.stage, config=cfg.to_dict())
+  status, pending = "completed", None
+  try:
+    with checkpointing.PreemptionFlag() as preemption:
+      while step < cfg.train.steps:
+        local = next(data)
+        batchlib.check_local_batch(local, rows, cfg.train.seq_len)
+        state, step_metrics = trainer.step(state, batchlib.global_batch(mesh, local, cfg.train.global_rows))
+        step += 1
+        if pending is not None:
+          _log_and_check(logger, cfg, *pending)
+        pending = (step, step_metrics, digest(local))
+        stop = preemption.should_stop()
+        ckpt.save(step, state, data, dict(meta, step=step), force=stop or step == cfg.train.steps)
+        if stop:
+          status = "preempted"
+          break
+      if pending is not None:
+        _log_and_check(logger, cfg, *pending)
+    ckpt.wait()
+  finally:
+    ckpt.close()
+    logger.close()
+  return dict(logger.last, step=step, status=status)
+
+
+def _log_and_check(logger: metricslib.MetricLogger, cfg: ml_collections.ConfigDict, step: int, step_metrics,
+                   data_digest: str) -> None:
+  scalars = logger.log(step, step_metrics, data_digest)
+  if scalars["nonfinite_streak"] >= cfg.optimizer.max_nonfinite_steps:
+    raise NonFiniteError(f"{int(scalars['nonfinite_streak'])} non-finite updates in a row up to step {step}; "
+                         "stopping (the checkpoints on disk hold the last good state)")
