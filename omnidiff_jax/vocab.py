@@ -8,8 +8,11 @@ fixed text ids sit at the same offsets from the end of its (smaller) text vocabu
 from __future__ import annotations
 
 import dataclasses
+import json
+import pathlib
 
 import ml_collections
+import tokenizers
 
 # The multimodal special tokens in upstream order (ids text_size + 0 .. text_size + 20).
 OMNI_SPECIAL_TOKENS = (
@@ -82,3 +85,65 @@ class VocabLayout:
 
   def image_id(self, code):
     return self.image_offset + code
+
+
+# ---------------------------------------------------------------------------------------------------
+# Tokenizer files: loading the Qwen2 BPE and verifying a checkpoint's tokenizer against the layout.
+
+# Fixed text-vocabulary tokens and the VocabLayout property holding their id.
+FIXED_TEXT_TOKENS = {"eos_id": "<|endoftext|>", "im_start_id": "<|im_start|>", "im_end_id": "<|im_end|>",
+                     "bos_id": "<|beginoftext|>", "mask_id": "<|mask|>"}
+
+
+def expected_tokens(layout: VocabLayout) -> dict[int, str]:
+  """{id: token string} of every id the layout fixes (text specials, multimodal specials, codes)."""
+  out = {getattr(layout, prop): token for prop, token in FIXED_TEXT_TOKENS.items()}
+  if layout.num_specials:
+    out.update({layout.special_id(t): t for t in OMNI_SPECIAL_TOKENS})
+  out.update({layout.audio_id(i): f"<|audio_{i}|>" for i in range(layout.num_audio_codes)})
+  out.update({layout.image_id(i): f"<|image_{i}|>" for i in range(layout.num_image_codes)})
+  return out
+
+
+def load_tokenizer(path) -> tokenizers.Tokenizer:
+  """The Qwen2 BPE tokenizer of a tokenizer.json file or of a directory holding one."""
+  path = pathlib.Path(path)
+  file = path / "tokenizer.json" if path.is_dir() else path
+  if not file.is_file():
+    raise FileNotFoundError(f"{file}: no tokenizer.json (the Qwen2 BPE ships as tokenizer.json in the checkpoint)")
+  return tokenizers.Tokenizer.from_file(str(file))
+
+
+def verify_tokenizer(layout: VocabLayout, path, max_listed: int = 20) -> None:
+  """Checks every id of `layout` against tokenizer files; raises ValueError listing the mismatches.
+
+  path: a tokenizer.json, a tokenizer_config.json (its 'added_tokens_decoder'), or a directory; in a
+  directory every one of the two files present is checked. At most `max_listed` mismatches are spelled
+  out per file, followed by the total count.
+  """
+  path = pathlib.Path(path)
+  files = ([path / n for n in ("tokenizer.json", "tokenizer_config.json") if (path / n).is_file()]
+           if path.is_dir() else [path])
+  if not files:
+    raise FileNotFoundError(f"{path}: neither tokenizer.json nor tokenizer_config.json found")
+  expected = expected_tokens(layout)
+  report = []
+  for file in files:
+    if file.name == "tokenizer_config.json":
+      decoder = json.loads(file.read_text()).get("added_tokens_decoder", {})
+      actual = {int(i): entry["content"] for i, entry in decoder.items()}
+      size = None
+    else:
+      tok = load_tokenizer(file)
+      actual = {i: tok.id_to_token(i) for i in expected}
+      size = tok.get_vocab_size(with_added_tokens=True)
+    problems = [f"id {i}: expected {want!r}, found {actual.get(i)!r}"
+                for i, want in sorted(expected.items()) if actual.get(i) != want]
+    if size is not None and size != layout.used_size:
+      problems.insert(0, f"{size} tokens, but the layout uses {layout.used_size} ids")
+    if problems:
+      listed = problems[:max_listed] + ([f"... and {len(problems) - max_listed} more"]
+                                        if len(problems) > max_listed else [])
+      report.append(f"{file}: {len(problems)} mismatch(es) with the vocab layout:\n    " + "\n    ".join(listed))
+  if report:
+    raise ValueError("tokenizer does not match the vocab layout:\n  " + "\n  ".join(report))

@@ -92,3 +92,18 @@ def load_backbone(model, get_tensor: Callable[[str], np.ndarray]) -> None:
   for path, value in values.items():
     target = variables[path].get_value()
     variables[path].set_value(jax.device_put(value.astype(target.dtype), target.sharding))
+
+
+# Omni-Diffusion weights outside the backbone (SenseVoice audio encoder, audio projector): carried through
+# conversion unchanged, under their HF names.
+EXTRA_PREFIXES = ("model.audio_model.", "model.audio_projection.")
+
+
+def is_extra(hf_key: str) -> bool:
+  return hf_key.startswith(EXTRA_PREFIXES)
+
+
+def hf_shape(name: ParamName, our_shape: tuple[int, ...]) -> tuple[int, ...]:
+  """Shape of each HF tensor of `name`, given the shape of our (possibly layer-stacked) parameter."""
+  shape = our_shape[1:] if name.per_layer else our_shape
+  return tuple(reversed(shape)) if name.transpose else tuple(shape)

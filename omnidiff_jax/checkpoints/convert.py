@@ -1,0 +1,285 @@
+"""Checkpoint conversions: HF safetensors -> Orbax, Orbax -> HF safetensors, Dream -> Omni vocabulary.
+
+All three stream one parameter at a time (one layer-stacked parameter of our tree, or one HF tensor of
+the extra weights), so host memory stays near the size of the largest stacked parameter whatever the
+model size. Inputs are checked before anything is written; every problem found is reported in one
+CheckpointError.
+"""
+from __future__ import annotations
+
+import copy
+import os
+from typing import Iterator
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from flax import nnx
+from tqdm import tqdm
+
+from omnidiff_jax import config as cfglib
+from omnidiff_jax.checkpoints import hf_names, orbax_io
+from omnidiff_jax.checkpoints.safetensors_io import (FLOAT_DTYPES, CheckpointError, HFCheckpoint, np_dtype,
+                                                     parse_size, plan_shards, write_hf)
+
+# Vocabulary layouts recognised from config.json's vocab_size (same numbers as configs/dream_7b.py and
+# configs/omni_7b.py); other sizes need an explicit vocab config.
+KNOWN_VOCABS = {
+    152_064: dict(text_size=151_667, num_specials=0, num_audio_codes=0, num_image_codes=0, size=152_064),
+    176_264: dict(text_size=151_667, num_specials=cfglib.NUM_OMNI_SPECIALS, num_audio_codes=16_384,
+                  num_image_codes=8_192, size=176_264),
+}
+_HF_FIELDS = dict(hidden_size="hidden_size", num_layers="num_hidden_layers", num_heads="num_attention_heads",
+                  num_kv_heads="num_key_value_heads", intermediate_size="intermediate_size",
+                  vocab_size="vocab_size")
+
+
+def model_config_from_hf(hf_config: dict, problems: list[str]) -> ml_collections.ConfigDict | None:
+  """Our model section from an HF Qwen2/Dream config.json; appends problems instead of raising."""
+  missing = [f for f in _HF_FIELDS.values() if f not in hf_config]
+  if missing:
+    problems.append(f"config.json: missing field(s) {missing}")
+    return None
+  if hf_config.get("tie_word_embeddings", False):
+    problems.append("config.json: tie_word_embeddings=true; Dream/Omni checkpoints have a separate lm_head")
+  if hf_config.get("hidden_act", "silu") != "silu":
+    problems.append(f"config.json: hidden_act={hf_config['hidden_act']!r}, expected 'silu'")
+  args = {ours: int(hf_config[theirs]) for ours, theirs in _HF_FIELDS.items()}
+  head_dim = hf_config.get("head_dim") or args["hidden_size"] // args["num_heads"]
+  try:
+    return cfglib.model_config(head_dim=int(head_dim), rope_theta=float(hf_config.get("rope_theta", 1e6)),
+                               rms_norm_eps=float(hf_config.get("rms_norm_eps", 1e-6)), **args)
+  except ValueError as e:
+    problems.append(f"config.json: {e}")
+    return None
+
+
+def hf_config_from(cfg: ml_collections.ConfigDict, source: dict | None, dtype: str) -> dict:
+  """config.json for an export: the source's config.json with vocab/dtype updated, else a Qwen2 config."""
+  m = cfg.model
+  out = copy.deepcopy(source) if source else {
+      "architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2", "hidden_act": "silu",
+      "tie_word_embeddings": False, "initializer_range": m.initializer_range, "max_position_embeddings": 131072,
+      "attention_dropout": 0.0, "use_sliding_window": False}
+  out.update({theirs: int(m[ours]) for ours, theirs in _HF_FIELDS.items()})
+  out.update(head_dim=int(m.head_dim), rope_theta=float(m.rope_theta), rms_norm_eps=float(m.rms_norm_eps))
+  out["torch_dtype"] = dtype
+  if "dtype" in out:  # transformers >= 5 writes 'dtype'
+    out["dtype"] = dtype
+  return out
+
+
+def _check_tensor(ckpt: HFCheckpoint, key: str, shape: tuple[int, ...] | None, problems: list[str]) -> None:
+  if key not in ckpt:
+    problems.append(f"missing tensor {key!r}" + (f" (expected shape {list(shape)})" if shape else ""))
+    return
+  if shape is not None and ckpt.shape(key) != shape:
+    problems.append(f"{key}: shape {list(ckpt.shape(key))}, expected {list(shape)}")
+  if ckpt.dtype(key) not in FLOAT_DTYPES:
+    problems.append(f"{key}: dtype {ckpt.dtype(key)}, expected one of {list(FLOAT_DTYPES)}")
+
+
+def _read_block(ckpt: HFCheckpoint, name: hf_names.ParamName, index: tuple[slice, ...], num_layers: int,
+                dtype: np.dtype) -> np.ndarray:
+  """Block `index` of our parameter `name` (our layout), read from the HF tensors and cast to `dtype`."""
+  if not name.per_layer:
+    hf_index = tuple(reversed(index)) if name.transpose else index
+    block = ckpt.read(name.hf_key, hf_index)
+    return np.ascontiguousarray(block.T if name.transpose else block, dtype=dtype)
+  layers = range(*index[0].indices(num_layers))
+  inner = index[1:]
+  hf_index = tuple(reversed(inner)) if name.transpose else inner
+  keys = hf_names.hf_keys(name, num_layers)
+  out = None
+  for j, layer in enumerate(layers):
+    part = ckpt.read(keys[layer], hf_index)
+    part = part.T if name.transpose else part
+    if out is None:
+      out = np.empty((len(layers), *part.shape), dtype)
+    out[j] = part
+  return out
+
+
+def hf_to_orbax(hf_dir: str | os.PathLike, out: str | os.PathLike, *,
+                config: ml_collections.ConfigDict | None = None, dtype: str | None = None,
+                mesh: jax.sharding.Mesh | None = None, step: int = 0, progress: bool = True) -> dict:
+  """Converts an HF Dream / Omni-Diffusion directory into an Orbax checkpoint at '<out>/<step>'.
+
+  Args:
+    hf_dir: directory with config.json and model.safetensors or sharded *.safetensors + index.
+    out: checkpoint root (created); load it with omnidiff_jax.checkpoints.load(out).
+    config: a full config (e.g. configs/omni_7b.py) whose vocab section and model settings (compute
+      dtype, remat policy, attention kernel) are stored; its model shape must match config.json. None
+      builds the model section from config.json (compute dtype = stored dtype) and infers the vocab
+      layout from vocab_size (152,064 Dream, 176,264 Omni).
+    dtype: parameter dtype to store, e.g. 'bfloat16'; None keeps each tensor's stored dtype (the model
+      config then gets the embedding's dtype), which makes HF -> Orbax -> HF byte-identical.
+    mesh: shard every parameter over this mesh while converting; each device's block is read straight
+      from the safetensors files, so no host ever builds a full replica of a sharded parameter.
+  Returns:
+    {'config': the stored config dict, 'extra_keys': the carried-through non-backbone HF keys}.
+  Raises:
+    CheckpointError listing every problem (files, config, missing/unexpected/mis-shaped/mis-typed tensors,
+    vocabulary mismatch) before anything is written.
+  """
+  ckpt = HFCheckpoint(hf_dir)
+  problems = list(ckpt.problems)
+  model_cfg = model_config_from_hf(ckpt.config, problems) if ckpt.config else None
+  vocab = None if config is None else config.vocab
+  if model_cfg is not None and config is not None:
+    for field in ("hidden_size", "num_layers", "num_heads", "num_kv_heads", "head_dim", "intermediate_size",
+                  "vocab_size"):
+      if config.model[field] != model_cfg[field]:
+        problems.append(f"config.json: {_HF_FIELDS.get(field, field)}={model_cfg[field]} but the given config "
+                        f"has model.{field}={config.model[field]}")
+    model_cfg = ml_collections.ConfigDict(config.model.to_dict())
+  if model_cfg is not None:
+    if vocab is None and model_cfg.vocab_size in KNOWN_VOCABS:
+      vocab = cfglib.vocab_config(**KNOWN_VOCABS[model_cfg.vocab_size])
+    if vocab is None:
+      problems.append(f"config.json: vocab_size {model_cfg.vocab_size} is neither Dream (152064) nor Omni "
+                      f"(176264); pass the vocab layout explicitly (--config)")
+    elif vocab.size != model_cfg.vocab_size:
+      problems.append(f"vocabulary mismatch: the vocab layout has {vocab.size} rows, config.json has "
+                      f"vocab_size {model_cfg.vocab_size}")
+  names = hf_names.backbone_names()
+  extra_keys = [k for k in ckpt.keys() if hf_names.is_extra(k)]
+  if model_cfg is not None:
+    graphdef, abstract = orbax_io.abstract_model(model_cfg, mesh)
+    flat = dict(nnx.to_flat_state(abstract))
+    expected = set()
+    for name in names:
+      shape = hf_names.hf_shape(name, flat[name.path].shape)
+      for key in hf_names.hf_keys(name, model_cfg.num_layers):
+        expected.add(key)
+        _check_tensor(ckpt, key, shape, problems)
+    for key in extra_keys:
+      _check_tensor(ckpt, key, None, problems)
+    for key in sorted(set(ckpt.keys()) - expected - set(extra_keys)):
+      problems.append(f"unexpected tensor {key!r} (not a Dream/Qwen2 backbone key nor an Omni extra weight)")
+  if problems:
+    raise CheckpointError(f"cannot convert {hf_dir}", problems)
+
+  store_dtype = {name.path: np.dtype(jnp.dtype(dtype)) if dtype else
+                 np_dtype(ckpt.dtype(hf_names.hf_keys(name, model_cfg.num_layers)[0])) for name in names}
+  model_cfg.param_dtype = store_dtype[("embed_tokens", "embedding")].name
+  if config is None:
+    model_cfg.dtype = model_cfg.param_dtype
+  config = ml_collections.ConfigDict(dict(vocab=vocab, model=model_cfg))
+  metadata = dict(format=orbax_io.FORMAT, config=config.to_dict(), hf_config=ckpt.config, extra_keys=extra_keys)
+  total = sum(ckpt.nbytes(k) for k in ckpt.keys())
+  bar = tqdm(total=total, unit="B", unit_scale=True, desc="hf-to-orbax", disable=not progress)
+
+  def arrays() -> Iterator[tuple[tuple[str, ...], object]]:
+    for name in names:
+      abstract_leaf = flat[name.path]
+      sharding = getattr(abstract_leaf, "sharding", None) or jax.sharding.SingleDeviceSharding(jax.devices()[0])
+      dt = store_dtype[name.path]
+      array = jax.make_array_from_callback(
+          abstract_leaf.shape, sharding,
+          lambda index, name=name, dt=dt: _read_block(ckpt, name, index, model_cfg.num_layers, dt))
+      yield ("params", *name.path), array
+      bar.update(sum(ckpt.nbytes(k) for k in hf_names.hf_keys(name, model_cfg.num_layers)))
+    for key in extra_keys:
+      value = ckpt.read(key)
+      yield ("extra", *key.split(".")), value if dtype is None else value.astype(jnp.dtype(dtype))
+      bar.update(ckpt.nbytes(key))
+
+  orbax_io.write(os.path.join(out, str(step)), arrays(), metadata)
+  bar.close()
+  return dict(config=config.to_dict(), extra_keys=extra_keys)
+
+
+def _restore_numpy(path, tree_path: tuple[str, ...], shape, dtype) -> np.ndarray:
+  target = orbax_io.nested(tree_path, jax.ShapeDtypeStruct(shape, dtype))
+  out = orbax_io.restore(path, target)
+  for key in tree_path:
+    out = out[key]
+  return np.asarray(out)
+
+
+def orbax_to_hf(ckpt_path: str | os.PathLike, out_dir: str | os.PathLike, *, max_shard_size: str | int = "5GB",
+                dtype: str | None = None, progress: bool = True) -> list[str]:
+  """Exports a checkpoint to an HF directory (sharded safetensors + index + config.json).
+
+  Backbone tensors get the HF Qwen2/Dream names; extra Omni weights keep the names they came with.
+  dtype None keeps the stored dtypes (HF -> Orbax -> HF is then byte-identical). The output appears
+  atomically (written to '<out_dir>.incomplete', renamed at the end). Returns the HF keys written.
+  """
+  meta = orbax_io.read_metadata(ckpt_path)
+  cfg = ml_collections.ConfigDict(meta["config"])
+  shapes = orbax_io.array_shapes(ckpt_path)
+  num_layers = cfg.model.num_layers
+  out_dtype = (lambda dt: np.dtype(jnp.dtype(dtype))) if dtype else (lambda dt: dt)
+  plan, sources = [], []  # (hf key, nbytes); (tree path, hf_names.ParamName or None)
+  for name in hf_names.backbone_names():
+    shape, dt = shapes[("params", *name.path)]
+    per_key = int(np.prod(hf_names.hf_shape(name, shape))) * out_dtype(dt).itemsize
+    plan += [(k, per_key) for k in hf_names.hf_keys(name, num_layers)]
+    sources.append((("params", *name.path), name))
+  for path, (shape, dt) in shapes.items():
+    if path[0] == "extra":
+      plan.append((".".join(path[1:]), int(np.prod(shape)) * out_dtype(dt).itemsize))
+      sources.append((path, None))
+  shards = plan_shards(plan, parse_size(max_shard_size))
+  bar = tqdm(total=sum(n for _, n in plan), unit="B", unit_scale=True, desc="orbax-to-hf", disable=not progress)
+
+  def tensors() -> Iterator[tuple[str, np.ndarray]]:
+    for path, name in sources:
+      shape, dt = shapes[path]
+      value = _restore_numpy(ckpt_path, path, shape, dt)
+      pieces = hf_names.to_hf(name, value, num_layers) if name else [(".".join(path[1:]), value)]
+      for key, piece in pieces:
+        piece = piece.astype(out_dtype(piece.dtype), copy=False)
+        bar.update(piece.nbytes)
+        yield key, piece
+      del value
+
+  first_dtype = out_dtype(shapes[("params", "embed_tokens", "embedding")][1]).name
+  write_hf(out_dir, shards, tensors(), hf_config_from(cfg, meta.get("hf_config"), first_dtype))
+  bar.close()
+  return [k for k, _ in plan]
+
+
+def expand_vocab(src: str | os.PathLike, out: str | os.PathLike, *, vocab: ml_collections.ConfigDict | None = None,
+                 seed: int = 0, std: float = 0.02, step: int = 0, progress: bool = True) -> None:
+  """Grows the embedding and lm_head of a checkpoint to a larger vocabulary (Dream 152,064 -> Omni 176,264).
+
+  Existing rows are copied unchanged; rows >= the old size are drawn from N(0, std) with `seed` (embedding
+  rows first, then lm_head rows, each in HF (rows, hidden) order), as transformers' resize with
+  mean_resizing=False does (reference section 2.2). vocab: the target layout (default: Omni 176,264); its
+  text ids must match the source's.
+  """
+  meta = orbax_io.read_metadata(src)
+  cfg = ml_collections.ConfigDict(meta["config"])
+  vocab = vocab if vocab is not None else cfglib.vocab_config(**KNOWN_VOCABS[176_264])
+  old, new = cfg.model.vocab_size, vocab.size
+  problems = []
+  if new < old:
+    problems.append(f"target vocabulary has {new} rows, fewer than the checkpoint's {old}")
+  if vocab.text_size != cfg.vocab.text_size:
+    problems.append(f"text vocabulary differs: target text_size {vocab.text_size}, checkpoint {cfg.vocab.text_size}")
+  if problems:
+    raise CheckpointError(f"cannot expand {src}", problems)
+  rng = np.random.default_rng(seed)
+  hidden = cfg.model.hidden_size
+  new_embed = rng.normal(0.0, std, (new - old, hidden))
+  new_head = rng.normal(0.0, std, (new - old, hidden))
+  shapes = orbax_io.array_shapes(src)
+  cfg.vocab = vocab
+  cfg.model.vocab_size = new
+  meta = dict(meta, config=cfg.to_dict())
+  if meta.get("hf_config"):
+    meta["hf_config"] = dict(meta["hf_config"], vocab_size=new)
+
+  def arrays():
+    for path, (shape, dt) in tqdm(shapes.items(), desc="expand-vocab", disable=not progress):
+      value = _restore_numpy(src, path, shape, dt)
+      if path == ("params", "embed_tokens", "embedding"):
+        value = np.concatenate([value, new_embed.astype(dt)], axis=0)
+      elif path == ("params", "lm_head", "kernel"):
+        value = np.concatenate([value, new_head.T.astype(dt)], axis=1)
+      yield path, value
+
+  orbax_io.write(os.path.join(out, str(step)), arrays(), meta)

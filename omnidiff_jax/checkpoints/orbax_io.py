@@ -1,0 +1,167 @@
+"""Our Orbax checkpoint format, written parameter by parameter and read back onto any mesh.
+
+Layout (an Orbax CheckpointManager directory, so training checkpoints can share it):
+
+  <root>/<step>/state/...             item 'state': {'params': <DreamModel nnx.Param pure dict>,
+                                                      'extra':  {<HF key split on '.'>: array}}  (optional)
+  <root>/<step>/_CHECKPOINT_METADATA   custom_metadata: {'config': {'vocab': .., 'model': ..},
+                                                         'hf_config': <config.json of the source>, ...}
+
+Conversion writes with Orbax's partial save (one `partial.save` per parameter, so only one parameter is
+alive at a time) and commits with `partial.finalize`, an atomic rename: until then the checkpoint lives
+in '<step>.partial_save' and CheckpointManager does not list it, so an interrupted conversion never
+loads as complete.
+"""
+from __future__ import annotations
+
+import os
+import pathlib
+import shutil
+from typing import Any, Iterator
+
+import jax
+import ml_collections
+import numpy as np
+import orbax.checkpoint as ocp
+from flax import nnx
+from orbax.checkpoint import v1 as ocp_v1
+
+from omnidiff_jax import sharding
+from omnidiff_jax.models.dream import DreamModel
+
+STATE = "state"  # the Orbax item holding the arrays
+FORMAT = "omnidiff_jax.checkpoint/1"
+PARTIAL_SUFFIX = ".partial_save"
+
+
+def nested(path: tuple[str, ...], value: Any) -> dict:
+  """('a', 'b'), v -> {'a': {'b': v}}."""
+  for key in reversed(path):
+    value = {key: value}
+  return value
+
+
+def write(step_dir: str | os.PathLike, arrays: Iterator[tuple[tuple[str, ...], Any]], metadata: dict) -> None:
+  """Writes one checkpoint step from a stream of (tree path, array) pairs, then commits it atomically.
+
+  step_dir: '<root>/<step>'. arrays: paths like ('params', 'layers', 'mlp', 'up_proj', 'kernel'); each
+  array (numpy or jax.Array, possibly sharded) is saved and dropped before the next one is produced.
+  metadata: JSON custom metadata (holds the config). A stale '<step>.partial_save' of an earlier
+  interrupted run is removed first; if writing fails, the partial directory is removed again.
+  """
+  step_dir = pathlib.Path(step_dir)
+  if step_dir.exists():
+    raise FileExistsError(f"{step_dir} already exists; remove it or choose another output path")
+  partial = step_dir.with_name(step_dir.name + PARTIAL_SUFFIX)
+  shutil.rmtree(partial, ignore_errors=True)
+  step_dir.parent.mkdir(parents=True, exist_ok=True)
+  try:
+    first = True
+    for path, value in arrays:
+      ocp_v1.partial.save(step_dir, nested(path, value), custom_metadata=metadata if first else None)
+      first = False
+      del value
+    ocp_v1.partial.finalize(step_dir)
+  except BaseException:
+    shutil.rmtree(partial, ignore_errors=True)
+    raise
+
+
+def step_dir(path: str | os.PathLike) -> pathlib.Path:
+  """Resolves a checkpoint root (latest committed step) or a step directory to the step directory."""
+  path = pathlib.Path(path)
+  if (path / "_CHECKPOINT_METADATA").is_file():
+    return path
+  if not path.is_dir():
+    raise FileNotFoundError(f"{path}: no such checkpoint directory")
+  step = ocp.CheckpointManager(path.absolute()).latest_step()
+  if step is None:
+    partial = sorted(p.name for p in path.glob("*" + PARTIAL_SUFFIX))
+    hint = f" (found unfinished {partial}: an interrupted conversion; rerun it)" if partial else ""
+    raise FileNotFoundError(f"{path}: no complete checkpoint step{hint}")
+  return path / str(step)
+
+
+def _manager(step: pathlib.Path) -> tuple[ocp.CheckpointManager, int]:
+  mgr = ocp.CheckpointManager(step.parent.absolute(), item_handlers={STATE: ocp.PyTreeCheckpointHandler()})
+  return mgr, int(step.name)
+
+
+def read_metadata(path: str | os.PathLike) -> dict:
+  """The custom metadata dict ({'config': .., 'hf_config': .., ...}) of a checkpoint."""
+  mgr, step = _manager(step_dir(path))
+  meta = mgr.metadata(step).custom_metadata or {}
+  if meta.get("format") != FORMAT:
+    raise ValueError(f"{path}: not an omnidiff_jax checkpoint (custom metadata format {meta.get('format')!r})")
+  return meta
+
+
+def read_config(path: str | os.PathLike) -> ml_collections.ConfigDict:
+  """The stored config (sections vocab and model)."""
+  return ml_collections.ConfigDict(read_metadata(path)["config"])
+
+
+def array_shapes(path: str | os.PathLike) -> dict[tuple[str, ...], tuple[tuple[int, ...], np.dtype]]:
+  """{tree path: (shape, stored dtype)} for every array in the checkpoint, from metadata only."""
+  mgr, step = _manager(step_dir(path))
+  tree = mgr.item_metadata(step)[STATE].tree
+  flat = jax.tree_util.tree_flatten_with_path(tree)[0]
+  return {tuple(k.key for k in keypath): (tuple(m.shape), np.dtype(m.dtype)) for keypath, m in flat}
+
+
+def restore(path: str | os.PathLike, target: dict) -> dict:
+  """Restores the subtree `target` (nested dict of jax.ShapeDtypeStruct, with shardings or not).
+
+  Leaves with a sharding come back as jax.Arrays placed accordingly; leaves without one as numpy
+  arrays. Dtypes are cast to the target's. Arrays not named in `target` are not read.
+  """
+  mgr, step = _manager(step_dir(path))
+
+  def args(leaf):
+    if getattr(leaf, "sharding", None) is None:
+      return ocp.RestoreArgs(restore_type=np.ndarray, dtype=leaf.dtype)
+    return ocp.ArrayRestoreArgs(sharding=leaf.sharding, global_shape=leaf.shape, dtype=leaf.dtype)
+
+  restore_args = jax.tree.map(args, target)
+  out = mgr.restore(step, args=ocp.args.Composite(**{STATE: ocp.args.PyTreeRestore(
+      target, restore_args=restore_args, partial_restore=True)}))
+  return out[STATE]
+
+
+def abstract_model(model_cfg: ml_collections.ConfigDict, mesh: jax.sharding.Mesh | None):
+  """(graphdef, abstract nnx.Param state with a NamedSharding per leaf when `mesh` is given)."""
+  build = lambda: DreamModel(model_cfg, rngs=nnx.Rngs(0))
+  with nnx.use_eager_sharding(False):
+    if mesh is None:
+      return nnx.split(nnx.eval_shape(build))
+    with sharding.use_mesh(mesh):
+      graphdef, state = nnx.split(nnx.eval_shape(build))
+      shardings = nnx.get_named_sharding(state, mesh)
+  state = jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh), state, shardings)
+  return graphdef, state
+
+
+def load(path: str | os.PathLike, *, mesh: jax.sharding.Mesh | None = None,
+         dtype: str | None = None) -> tuple[DreamModel, ml_collections.ConfigDict]:
+  """Loads a converted (or trained) checkpoint as a ready DreamModel.
+
+  Args:
+    path: a checkpoint root (its latest committed step is used) or one step directory.
+    mesh: device mesh to shard the parameters over (logical rules of omnidiff_jax.sharding); it may
+      differ from the mesh (or device count) that saved. None puts everything on the default device.
+    dtype: parameter dtype, e.g. 'bfloat16'; None keeps the stored config's model.param_dtype.
+  Returns:
+    (model, config): config is the stored ml_collections config (sections vocab and model), with
+    model.param_dtype updated when `dtype` is given.
+  """
+  cfg = read_config(path)
+  if dtype is not None:
+    cfg.model.param_dtype = jax.numpy.dtype(dtype).name
+  graphdef, abstract = abstract_model(cfg.model, mesh)
+  if mesh is None:
+    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    abstract = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=device), abstract)
+  target = {"params": nnx.to_pure_dict(abstract)}
+  params = restore(path, target)["params"]
+  nnx.replace_by_pure_dict(abstract, params)
+  return nnx.merge(graphdef, abstract), cfg

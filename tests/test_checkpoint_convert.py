@@ -1,0 +1,207 @@
+"""HF safetensors <-> Orbax conversion on tiny models: logits parity with transformers, restore onto other
+meshes, byte-identical round trip, dtype cast, vocabulary expansion and the CLI."""
+import json
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+import torch
+from safetensors.numpy import save_file
+from safetensors import safe_open
+
+torch_reference = pytest.importorskip("torch_reference")
+
+from omnidiff_jax import config as cfglib  # noqa: E402
+from omnidiff_jax import sharding  # noqa: E402
+from omnidiff_jax.checkpoints import convert, hf_names, load, orbax_io  # noqa: E402
+from tools import convert_checkpoint  # noqa: E402
+
+EXTRA = {  # stand-ins for Omni's SenseVoice encoder and projector weights
+    "model.audio_projection.proj.0.weight": np.linspace(-1, 1, 24, dtype=np.float32).reshape(6, 4),
+    "model.audio_model.encoder.layers.0.norm.bias": np.arange(5, dtype=np.float32),
+}
+
+
+def _tiny():
+  from configs import tiny
+  return tiny.get_config()
+
+
+@pytest.fixture(scope="module")
+def reference():
+  return torch_reference.random_qwen2(_tiny().model, seed=0)
+
+
+@pytest.fixture(scope="module")
+def hf_dir(tmp_path_factory, reference):
+  """transformers' own save_pretrained output, sharded into several files."""
+  path = tmp_path_factory.mktemp("hf") / "tiny"
+  reference.save_pretrained(path, max_shard_size="300KB")
+  assert len(list(path.glob("*.safetensors"))) > 1
+  return path
+
+
+@pytest.fixture(scope="module")
+def orbax_dir(tmp_path_factory, hf_dir):
+  out = tmp_path_factory.mktemp("orbax") / "ckpt"
+  convert.hf_to_orbax(hf_dir, out, config=_tiny(), progress=False)
+  return out
+
+
+@pytest.fixture(scope="module")
+def bf16_hf_dir(tmp_path_factory, reference):
+  """A bf16 checkpoint written with safetensors (one file) including Omni extra weights."""
+  path = tmp_path_factory.mktemp("hf_bf16") / "tiny"
+  path.mkdir()
+  tensors = {k: v.to(torch.bfloat16).contiguous() for k, v in reference.state_dict().items()}
+  tensors.update({k: torch.from_numpy(v).to(torch.bfloat16) for k, v in EXTRA.items()})
+  from safetensors.torch import save_file as torch_save_file
+  torch_save_file(tensors, str(path / "model.safetensors"), metadata={"format": "pt"})
+  config = reference.config.to_dict()
+  (path / "config.json").write_text(json.dumps(config))
+  return path
+
+
+def _hf_tensors(directory):
+  out = {}
+  for f in sorted(directory.glob("*.safetensors")):
+    with safe_open(str(f), framework="np") as st:
+      out.update({k: st.get_tensor(k) for k in st.keys()})
+  return out
+
+
+def test_parity_with_transformers_fp32(orbax_dir, reference):
+  model, cfg = load(orbax_dir)
+  assert cfg.vocab.size == 320 and cfg.model.param_dtype == "float32"
+  ids = np.random.default_rng(0).integers(0, cfg.model.vocab_size, (2, 48), dtype=np.int32)
+  want = torch_reference.bidirectional_logits(reference, ids)
+  got = np.asarray(jax.jit(lambda m, x: m(x))(model, jnp.asarray(ids)))
+  assert np.abs(got - want).max() <= 1e-4
+
+
+@pytest.mark.parametrize("write_mesh,read_mesh,read_devices", [
+    ((2, 2, 2), (1, 2, 4), 8),   # converted sharded, restored with another layout
+    ((2, 2, 2), (1, 4, 1), 4),   # ... onto fewer devices
+    (None, (2, 1, 4), 8),        # converted unsharded, restored sharded
+])
+def test_restore_onto_different_mesh(tmp_path, hf_dir, reference, write_mesh, read_mesh, read_devices):
+  cfg = _tiny()
+  devices = jax.devices()[:read_devices]
+
+  def mesh(sizes, devs):
+    return sharding.make_mesh(ml_collections.ConfigDict(dict(zip(sharding.MESH_AXES, sizes))), devs)
+
+  convert.hf_to_orbax(hf_dir, tmp_path / "ck", config=cfg, progress=False,
+                      mesh=None if write_mesh is None else mesh(write_mesh, jax.devices()))
+  model, _ = load(tmp_path / "ck", mesh=mesh(read_mesh, devices))
+  kernel = model.layers.mlp.up_proj.kernel.get_value()
+  assert len(kernel.sharding.device_set) == read_devices
+  assert tuple(kernel.sharding.spec) == (None, "fsdp", "tensor")
+  weights = torch_reference.state_dict_numpy(reference)
+  for name in hf_names.backbone_names():
+    value = np.asarray(_param(model, name.path))
+    want = hf_names.to_ours(name, weights.__getitem__, cfg.model.num_layers)
+    np.testing.assert_array_equal(value, want)
+
+
+def _param(model, path):
+  node = model
+  for p in path:
+    node = getattr(node, p)
+  return node.get_value()
+
+
+def test_round_trip_is_byte_identical(tmp_path, bf16_hf_dir):
+  info = convert.hf_to_orbax(bf16_hf_dir, tmp_path / "ck", config=_tiny(), progress=False)
+  assert sorted(info["extra_keys"]) == sorted(EXTRA)
+  assert info["config"]["model"]["param_dtype"] == "bfloat16"
+  convert.orbax_to_hf(tmp_path / "ck", tmp_path / "hf", max_shard_size="100KB", progress=False)
+  index = json.loads((tmp_path / "hf" / "model.safetensors.index.json").read_text())
+  assert len(set(index["weight_map"].values())) > 1
+  before, after = _hf_tensors(bf16_hf_dir), _hf_tensors(tmp_path / "hf")
+  assert sorted(before) == sorted(after)
+  for key in before:
+    assert before[key].dtype == after[key].dtype and before[key].shape == after[key].shape, key
+    assert before[key].tobytes() == after[key].tobytes(), key
+  config = json.loads((tmp_path / "hf" / "config.json").read_text())
+  assert config["vocab_size"] == 320 and config["num_hidden_layers"] == 2
+
+
+def test_exported_directory_loads_in_transformers(tmp_path, orbax_dir, reference):
+  import transformers
+  convert.orbax_to_hf(orbax_dir, tmp_path / "hf", progress=False)
+  back = transformers.Qwen2ForCausalLM.from_pretrained(tmp_path / "hf", dtype=torch.float32).eval()
+  want = reference.state_dict()
+  for key, value in back.state_dict().items():
+    assert torch.equal(value, want[key]), key
+  ids = np.random.default_rng(1).integers(0, 320, (1, 16), dtype=np.int32)
+  np.testing.assert_allclose(torch_reference.bidirectional_logits(back, ids),  # sdpa vs eager attention
+                             torch_reference.bidirectional_logits(reference, ids), atol=1e-5)
+
+
+def test_dtype_cast_and_load_dtype(tmp_path, hf_dir, reference):
+  convert.hf_to_orbax(hf_dir, tmp_path / "ck", config=_tiny(), dtype="bfloat16", progress=False)
+  model, cfg = load(tmp_path / "ck")
+  assert cfg.model.param_dtype == "bfloat16"
+  embed = model.embed_tokens.embedding.get_value()
+  assert embed.dtype == jnp.bfloat16
+  want = reference.model.embed_tokens.weight.detach().to(torch.bfloat16).float().numpy()
+  np.testing.assert_array_equal(np.asarray(embed, np.float32), want)
+  model32, cfg32 = load(tmp_path / "ck", dtype="float32")
+  assert cfg32.model.param_dtype == "float32"
+  assert model32.embed_tokens.embedding.get_value().dtype == jnp.float32
+
+
+def _dream_like_tiny_dir(tmp_path):
+  """A tiny 'Dream layout' checkpoint: text ids only (200) padded to 224 rows."""
+  cfg = _tiny()
+  cfg.vocab = cfglib.vocab_config(text_size=200, num_specials=0, num_audio_codes=0, num_image_codes=0, size=224)
+  cfg.model.vocab_size = 224
+  hf = tmp_path / "dream_hf"
+  torch_reference.random_qwen2(cfg.model, seed=3).save_pretrained(hf)
+  convert.hf_to_orbax(hf, tmp_path / "dream", config=cfg, progress=False)
+  return tmp_path / "dream"
+
+
+def test_expand_vocab(tmp_path):
+  src = _dream_like_tiny_dir(tmp_path)
+  target = _tiny().vocab
+  convert.expand_vocab(src, tmp_path / "a", vocab=target, seed=7, progress=False)
+  convert.expand_vocab(src, tmp_path / "b", vocab=target, seed=7, progress=False)
+  convert.expand_vocab(src, tmp_path / "c", vocab=target, seed=8, progress=False)
+  old, _ = load(src)
+  new, cfg = load(tmp_path / "a")
+  assert cfg.vocab.to_dict() == target.to_dict() and cfg.model.vocab_size == 320
+  e_old, e_new = np.asarray(old.embed_tokens.embedding.get_value()), np.asarray(new.embed_tokens.embedding.get_value())
+  h_old, h_new = np.asarray(old.lm_head.kernel.get_value()), np.asarray(new.lm_head.kernel.get_value())
+  assert e_new.shape == (320, 128) and h_new.shape == (128, 320)
+  np.testing.assert_array_equal(e_new[:224], e_old)
+  np.testing.assert_array_equal(h_new[:, :224], h_old)
+  fresh = np.concatenate([e_new[224:].ravel(), h_new[:, 224:].ravel()])
+  assert abs(fresh.std() - 0.02) < 0.002 and abs(fresh.mean()) < 0.002
+  assert not np.allclose(e_new[224:], h_new[:, 224:].T)
+  np.testing.assert_array_equal(np.asarray(load(tmp_path / "b")[0].embed_tokens.embedding.get_value()), e_new)
+  assert not np.array_equal(np.asarray(load(tmp_path / "c")[0].embed_tokens.embedding.get_value()), e_new)
+  np.testing.assert_array_equal(np.asarray(new.layers.mlp.up_proj.kernel.get_value()),
+                                np.asarray(old.layers.mlp.up_proj.kernel.get_value()))
+
+
+def test_cli_all_subcommands(tmp_path, bf16_hf_dir, capsys):
+  rc = convert_checkpoint.main(["hf-to-orbax", str(bf16_hf_dir), str(tmp_path / "ck"), "--config", "configs/tiny.py",
+                                "--dtype", "float32", "--mesh", "1,-1,1"])
+  assert rc == 0
+  out = capsys.readouterr().out
+  assert "carried through 2 extra Omni tensors" in out and "model.audio_projection.proj.0.weight" in out
+  assert convert_checkpoint.main(["orbax-to-hf", str(tmp_path / "ck"), str(tmp_path / "hf"),
+                                  "--max-shard-size", "200KB"]) == 0
+  exported = _hf_tensors(tmp_path / "hf")
+  source = _hf_tensors(bf16_hf_dir)
+  for key, value in source.items():  # bf16 -> fp32 -> stored fp32: exact
+    np.testing.assert_array_equal(exported[key], value.astype(np.float32))
+  assert convert_checkpoint.main(["expand-vocab", str(tmp_path / "ck"), str(tmp_path / "big")]) == 2
+  assert "text vocabulary differs" in capsys.readouterr().err
+  assert convert_checkpoint.main(["orbax-to-hf", str(tmp_path / "ck"), str(tmp_path / "hf")]) == 2
+  assert "already exists" in capsys.readouterr().err
+  assert orbax_io.read_config(tmp_path / "ck").model.dtype == "float32"
