@@ -10,20 +10,20 @@ from omnidiff_jax.data import manifest, media
 from omnidiff_jax.data.encode import SampleEncoder
 from omnidiff_jax.data.errors import BadInputError, BadInputPolicy, BadSample
 from omnidiff_jax.data.interfaces import IGNORE_ID, TASKS
-from omnidiff_jax.vocab import VocabLayout
-from tests.fixtures.data.fakes import FakeChatBuilder, FakeMediaTokenizer
+from tests.fixtures.data.fakes import FakeMediaTokenizer, text_tokenizer_and_layout
 
 FEATURE_DIM = 8
 
 
 @pytest.fixture
-def vocab(tiny_config):
-  return VocabLayout.from_config(tiny_config.vocab)
+def vocab():
+  return text_tokenizer_and_layout()[1]
 
 
 @pytest.fixture
 def encoder(vocab):
-  return SampleEncoder(vocab, FakeChatBuilder(vocab), FakeMediaTokenizer(vocab, FEATURE_DIM), feature_dim=FEATURE_DIM)
+  return SampleEncoder(vocab, text_tokenizer_and_layout()[0], FakeMediaTokenizer(vocab, FEATURE_DIM),
+                       feature_dim=FEATURE_DIM)
 
 
 def _sine(rate, seconds=0.5, channels=1, freq=440.0):
@@ -158,10 +158,11 @@ def test_good_records_encode(tmp_path, encoder, vocab):
   encoded = _encode_all(path, encoder, policy)
   assert [TASKS[s["task_id"]] for _, s in encoded] == list(GOOD_TASKS.values())
   by_name = dict(zip(GOOD, (s for _, s in encoded)))
+  newline, = text_tokenizer_and_layout()[0].encode("\n").ids
   for s in by_name.values():
     targets = s["labels"] != IGNORE_ID
     np.testing.assert_array_equal(s["labels"][targets], s["input_ids"][targets])
-    assert s["input_ids"][targets][-2] == vocab.im_end_id  # the target span ends with <|im_end|> "\n"
+    assert s["input_ids"][targets][-2:].tolist() == [vocab.im_end_id, newline]  # targets end with <|im_end|> \n
     np.testing.assert_array_equal(s["input_ids"][s["feature_slots"]], vocab.special_id("<|context_of_audio|>"))
     assert s["audio_features"].shape == (len(s["feature_slots"]), FEATURE_DIM)
   # 0.5 s at 48 kHz stereo -> 8000 samples at 16 kHz -> 8 frames of 960 samples (fake 60 ms features).
@@ -212,6 +213,6 @@ def test_media_without_codes_needs_a_tokenizer(tmp_path, vocab):
   _media_files(tmp_path)
   path = _write_manifest(tmp_path, [json.dumps(GOOD["t2i_file"]), json.dumps(GOOD["vqa_inline"])])
   policy = BadInputPolicy("skip")
-  encoded = _encode_all(path, SampleEncoder(vocab, FakeChatBuilder(vocab), None, feature_dim=FEATURE_DIM), policy)
+  encoded = _encode_all(path, SampleEncoder(vocab, text_tokenizer_and_layout()[0], None, feature_dim=FEATURE_DIM), policy)
   assert len(encoded) == 1 and policy.skipped == 1
   assert "no media tokenizer configured" in policy.examples[0]["reason"]

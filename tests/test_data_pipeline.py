@@ -10,16 +10,15 @@ import soundfile
 from omnidiff_jax.data import packing, pipeline, records, stages
 from omnidiff_jax.data.encode import SampleEncoder
 from omnidiff_jax.data.interfaces import IGNORE_ID, TASKS
-from omnidiff_jax.vocab import VocabLayout
-from tests.fixtures.data.fakes import FakeChatBuilder, FakeMediaTokenizer
+from tests.fixtures.data.fakes import FakeMediaTokenizer, text_tokenizer_and_layout
 
 SEQ_LEN = 64
 FEATURE_DIM = 4
 
 
 @pytest.fixture
-def vocab(tiny_config):
-  return VocabLayout.from_config(tiny_config.vocab)
+def vocab():
+  return text_tokenizer_and_layout()[1]
 
 
 def _sample(tag: int, index: int, rng: np.random.Generator, eos_id: int, *, features: bool, length=None):
@@ -176,7 +175,7 @@ def test_online_manifest_source_skips_bad_lines(tmp_path, vocab):
   cfg = _data_cfg({}, feature_rows=SEQ_LEN, feature_dim=FEATURE_DIM)
   cfg.sources = ml_collections.ConfigDict({"asr": dict(kind="manifest", path=str(tmp_path / "m.jsonl"), weight=1.0,
                                                        split="", data_dir="", adapter="")})
-  encoder = SampleEncoder(vocab, FakeChatBuilder(vocab), FakeMediaTokenizer(vocab, FEATURE_DIM),
+  encoder = SampleEncoder(vocab, text_tokenizer_and_layout()[0], FakeMediaTokenizer(vocab, FEATURE_DIM),
                           feature_dim=FEATURE_DIM)
   pipe = pipeline.build(cfg, vocab, seq_len=SEQ_LEN, local_rows=1, encoder=encoder)
   row = next(iter(pipe.dataset))

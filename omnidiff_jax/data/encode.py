@@ -20,10 +20,12 @@ from typing import Sequence
 
 import numpy as np
 
+import tokenizers
+
+from omnidiff_jax.chat import build_chat
 from omnidiff_jax.data import media as media_lib
 from omnidiff_jax.data.errors import BadSample
-from omnidiff_jax.data.interfaces import (IGNORE_ID, TASKS, ChatBuilder, MediaItem, MediaTokenizer, Record,
-                                          Sample)
+from omnidiff_jax.data.interfaces import IGNORE_ID, TASKS, MediaItem, MediaTokenizer, Record, Sample
 from omnidiff_jax.vocab import VocabLayout
 
 IMAGE_RESOLUTION = {"user": 512, "assistant": 256}
@@ -69,14 +71,15 @@ def check_features(features, feature_dim: int, what: str) -> np.ndarray:
 class SampleEncoder:
   """Turns batches of Records into tokenized samples.
 
-  vocab: the id layout (code ranges); chat_builder: text -> ids (see interfaces.ChatBuilder);
-  tokenizer: MediaTokenizer for media without precomputed codes (None: such media are bad samples);
-  feature_dim: width D of user-speech features.
+  vocab: the id layout; text_tokenizer: the Qwen2 BPE (omnidiff_jax.vocab.load_tokenizer), used through
+  omnidiff_jax.chat.build_chat; tokenizer: MediaTokenizer for media without precomputed codes (None: such
+  media are bad samples); feature_dim: width D of user-speech features.
   """
 
-  def __init__(self, vocab: VocabLayout, chat_builder: ChatBuilder, tokenizer: MediaTokenizer | None = None,
-               feature_dim: int = 512, sample_rate: int = media_lib.SPEECH_SAMPLE_RATE):
-    self.vocab, self.chat_builder, self.tokenizer = vocab, chat_builder, tokenizer
+  def __init__(self, vocab: VocabLayout, text_tokenizer: tokenizers.Tokenizer,
+               tokenizer: MediaTokenizer | None = None, feature_dim: int = 512,
+               sample_rate: int = media_lib.SPEECH_SAMPLE_RATE):
+    self.vocab, self.text_tokenizer, self.tokenizer = vocab, text_tokenizer, tokenizer
     self.feature_dim, self.sample_rate = feature_dim, sample_rate
 
   def _need_tokenizer(self, item: MediaItem, what: str) -> MediaTokenizer:
@@ -129,7 +132,7 @@ class SampleEncoder:
     return out
 
   def _build(self, record: Record, tokenized: dict) -> Sample:
-    image_codes, audio, features = [], [], []
+    image_codes, speech, features = [], [], []
     for i, item in enumerate(record.images):
       res = IMAGE_RESOLUTION[item.role]
       raw = tokenized[("image", res, i)] if item.codes is None else _load_array(item.codes, "image codes")
@@ -138,22 +141,17 @@ class SampleEncoder:
     for i, item in enumerate(record.audios):
       if item.role == "assistant":
         raw = tokenized[("speech", i)] if item.codes is None else _load_array(item.codes, "speech codes")
-        audio.append(check_codes(raw, self.vocab.num_audio_codes, f"audios[{i}] codes '{item.name}'"))
+        speech.append(check_codes(raw, self.vocab.num_audio_codes, f"audios[{i}] codes '{item.name}'"))
       else:
         raw = tokenized[("features", i)] if item.features is None else _load_array(item.features, "features")
         features.append(check_features(raw, self.feature_dim, f"audios[{i}] features '{item.name}'"))
-        audio.append(len(features[-1]))
-    chat = self.chat_builder(record.messages, image_codes, audio)
+    chat = build_chat(record.messages, self.vocab, self.text_tokenizer, images=image_codes,
+                      audio_slot_counts=[len(f) for f in features], speech_codes=speech)
     ids = np.asarray(chat.ids, np.int32)
-    slots = np.asarray(chat.feature_slots, np.int32)
     feats = np.concatenate(features) if features else np.zeros((0, self.feature_dim), np.float32)
-    if len(slots) != len(feats):
-      raise ValueError(f"{record.where}: chat builder made {len(slots)} feature slots for {len(feats)} features")
-    labels = np.where(np.asarray(chat.target_mask, bool), ids, IGNORE_ID).astype(np.int32)
-    if not (labels != IGNORE_ID).any():
-      raise BadSample("no assistant target tokens")
+    labels = np.where(chat.target_mask, ids, IGNORE_ID).astype(np.int32)
     return {"input_ids": ids, "labels": labels, "task_id": np.int32(TASKS.index(record.task)),
-            "feature_slots": slots, "audio_features": feats}
+            "feature_slots": np.asarray(chat.audio_slots, np.int32), "audio_features": feats}
 
   def encode_batch(self, records: Sequence[Record]) -> list[Sample | BadSample]:
     """One tokenized sample or the BadSample explaining the failure, per record (in order)."""

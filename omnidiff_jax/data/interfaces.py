@@ -1,13 +1,13 @@
-"""Types shared by the data sources and the plug-in points for tokenizers and the chat builder.
+"""Types shared by the data sources, and the plug-in point for the media tokenizers.
 
-Plug-in points (implemented elsewhere, injected into `encode.SampleEncoder`):
-  MediaTokenizer  images -> MAGVIT-v2 codes, assistant speech -> WhisperVQ codes, user speech -> features
-  ChatBuilder     ChatML ids + assistant target mask + user-audio feature-slot positions
+MediaTokenizer (implemented by the tokenizer issues, injected into `encode.SampleEncoder`): images ->
+MAGVIT-v2 codes, assistant speech -> WhisperVQ codes, user speech -> features. Text goes through the Qwen2
+BPE and the ChatML builder of omnidiff_jax.chat.
 """
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, NamedTuple, Protocol, Sequence
+from typing import Any, Protocol, Sequence
 
 import numpy as np
 
@@ -49,25 +49,6 @@ class Record:
   audios: list[MediaItem]
   task: str
   where: str
-
-
-class ChatEncoding(NamedTuple):
-  """ids: (L,) int32 token ids; target_mask: (L,) bool, True on assistant targets; feature_slots: (F,) int32
-  positions of the user-audio feature slots, in order (row k of the concatenated features goes to slot k)."""
-  ids: np.ndarray
-  target_mask: np.ndarray
-  feature_slots: np.ndarray
-
-
-class ChatBuilder(Protocol):
-  """messages with placeholders -> ChatEncoding.
-
-  image_codes: one (N,) int code array per `<|image|>` (in order); audio: one entry per `<|audio|>`: an (N,)
-  int code array for assistant speech or an int number of feature slots for user speech.
-  """
-
-  def __call__(self, messages: Sequence[dict[str, str]], image_codes: Sequence[np.ndarray],
-               audio: Sequence[np.ndarray | int]) -> ChatEncoding: ...
 
 
 class MediaTokenizer(Protocol):
