@@ -24,13 +24,14 @@ ROLES = ("system", "user", "assistant")
 class MediaItem:
   """One `<|image|>` or `<|audio|>` of a sample; at least one of path / array / codes / features is set.
 
-  path: media file; array: decoded media in memory (image (H, W, C) uint8, audio (samples[, channels]));
+  path: media file; array: media in memory (image: (H, W, C) uint8 or encoded bytes; audio: (samples[,
+  channels]) int or float);
   sample_rate: of `array` (audio); codes: precomputed (N,) int codes (MAGVIT-v2 for images, WhisperVQ for
   assistant speech); features: precomputed (T, D) float user-speech features (one row per feature slot);
   role: 'user' or 'assistant' (the turn holding the placeholder; system counts as user).
   """
   path: str | None = None
-  array: np.ndarray | None = None
+  array: np.ndarray | bytes | None = None
   sample_rate: int | None = None
   codes: np.ndarray | None = None
   features: np.ndarray | None = None

@@ -31,7 +31,7 @@ def manifest_items(path: str, media_root: str | None = None) -> list[RawItem]:
 
 
 def tfds_items(name: str, split: str, adapter_name: str, data_dir: str | None = None) -> list[RawItem]:
-  from omnidiff_jax.data import tfds_source
+  from omnidiff_jax.data import tfds_source  # tensorflow_datasets is optional
   source, adapt = tfds_source.data_source(name, split, data_dir), tfds_source.adapter(adapter_name)
   return [(f"tfds:{name}/{split}[{i}]", lambda i=i, w=f"tfds:{name}/{split}[{i}]": adapt(source[i], w))
           for i in range(len(source))]

@@ -1,8 +1,12 @@
-"""TFDS datasets prepared locally in ArrayRecord format, read with `tfds.data_source` (no TensorFlow needed).
+"""TFDS datasets prepared locally in ArrayRecord format, read with `tfds.data_source`.
 
 Prepare once (e.g. `tfds build librispeech --file_format=array_record`), then name the dataset in a data
 source with kind 'tfds' (path = dataset name, split, data_dir) and an adapter turning its examples into
-Records:
+Records. Without TensorFlow installed, tensorflow_datasets handles Tensor and Text features only: its
+Audio and Image feature codecs (librispeech, coco_captions) import TensorFlow, so those datasets need
+`pip install tensorflow` (CPU) next to tensorflow_datasets, or a re-export with Tensor features.
+Image fields may also be encoded bytes (e.g. read with decoders={'image': tfds.decode.SkipDecoding()}).
+Adapters:
   asr      examples with 'speech' (16 kHz int16 audio) and 'text' (librispeech):
            user "Convert the speech to text.\\n<|audio|>", assistant the transcript
   caption  examples with 'image' (uint8 HxWx3) and 'captions': {'text': [...]} or 'caption' (coco_captions):
@@ -40,7 +44,8 @@ def asr_record(example: dict, where: str) -> Record:
 
 def caption_record(example: dict, where: str) -> Record:
   captions = example["captions"]["text"] if "captions" in example else example["caption"]
-  image = MediaItem(array=np.asarray(example["image"]), role="user")
+  image = example["image"]
+  image = MediaItem(array=image if isinstance(image, bytes) else np.asarray(image), role="user")
   messages = [{"role": "user", "content": CAPTION_PROMPT}, {"role": "assistant", "content": _text(captions)}]
   return Record(messages=messages, images=[image], audios=[], task="vqa", where=where)
 
