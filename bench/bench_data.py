@@ -5,7 +5,8 @@ T2I ~ 300 tokens, VQA / caption ~ 1,100 (1,024 image codes), ASR / SQA ~ 250 plu
 512 floats per sample, text ~ 500), runs the Grain pipeline (mixture, tail pad, packing to --seq_len rows)
 on one read thread and measures tokens per second of process CPU time (= per core). The train step side is
 a jitted backbone forward + backward (cross-entropy over all tokens, block-diagonal segments) of --config at
-the same row length: tokens per second of the whole machine.
+the same row length: tokens per second of the whole machine. For scale it also prints the analytic
+consumption of Omni-7B on one accelerator (omnidiff_jax.flops at an assumed MFU).
 
   python bench/bench_data.py --stage 1 --config configs/medium.py
   python bench/bench_data.py --stage 3 --config configs/tiny.py
@@ -27,6 +28,9 @@ _BATCHES = flags.DEFINE_integer("batches", 40, "Timed pipeline batches.")
 _SAMPLES = flags.DEFINE_integer("samples", 400, "Synthetic samples per source.")
 _TRAIN_ROWS = flags.DEFINE_integer("train_rows", 1, "Rows per timed train step.")
 _TRAIN_ITERS = flags.DEFINE_integer("train_iters", 3, "Timed train steps.")
+_ACCEL_TFLOPS = flags.DEFINE_float("accel_tflops", 989.0, "Dense bf16 TFLOP/s of one accelerator (H100 SXM) for "
+                                   "the analytic consumption of the 7B model.")
+_MFU = flags.DEFINE_float("mfu", 0.4, "Model FLOPs utilisation assumed for that estimate.")
 
 # task -> (mean text tokens, media tokens, feature rows)
 SHAPES = {"text": (500, 0, 0), "caption": (60, 1026, 0), "vqa": (80, 1026, 0), "t2i": (40, 258, 0),
@@ -112,6 +116,12 @@ def main(argv):
   train = train_step_throughput(_CONFIG.value.model)
   print(f"train step (forward+backward, {_TRAIN_ROWS.value} x {_SEQ_LEN.value}, whole machine): {train:,.0f} tokens/s")
   print(f"ratio pipeline per core / train step: {data['tokens_per_cpu_s'] / train:.1f}x")
+  from configs import omni_7b
+  from omnidiff_jax import flops
+  per_token = flops.flops_per_token(omni_7b.get_config().model, _SEQ_LEN.value, training=True)
+  accel = _MFU.value * _ACCEL_TFLOPS.value * 1e12 / per_token
+  print(f"analytic: Omni-7B at {_MFU.value:.0%} MFU of {_ACCEL_TFLOPS.value:.0f} TFLOP/s consumes {accel:,.0f} "
+        f"tokens/s per accelerator; one pipeline core feeds {data['tokens_per_cpu_s'] / accel:.0f} of them")
 
 
 if __name__ == "__main__":

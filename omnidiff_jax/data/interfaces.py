@@ -64,7 +64,11 @@ class MediaTokenizer(Protocol):
     ...
 
   def speech_features(self, waves: Sequence[np.ndarray]) -> list[np.ndarray]:
-    """16 kHz mono float32 waves -> one (T_i, D) float array each (one row per feature slot)."""
+    """16 kHz mono float32 waves -> one (T_i, D) float array each (one row per feature slot).
+
+    For Omni-Diffusion: the frozen SenseVoiceSmall encoder's output, T_lfr + 4 rows of 512 (reference
+    section 2.2), so the train step only runs the trainable projector over stored features.
+    """
     ...
 
 

@@ -11,7 +11,7 @@ Data config (`cfg.data`, built by omnidiff_jax.data.stages.data_config):
                  adapter: see tfds_source.ADAPTERS; online)
 
 Determinism and resume: every step is a grain transformation with get_state/set_state; the tail pad of a
-record is drawn from (seed, source number, record index); the stream of process p is the same for a given
+record is drawn from (seed, crc32 of the source name, record index); the stream of process p is the same for a given
 (seed, process_count). Per-process sharding is by record: process p reads records p, p + P, ... of every
 source before shuffling (MaxText does the same).
 """
@@ -86,22 +86,22 @@ def source_dataset(name: str, spec: ml_collections.ConfigDict, *, online: Online
   return _tfds_dataset(spec, online)
 
 
-def _tail_pad(index: int, sample, *, seed: int, source_number: int, eos_id: int, max_pads: int):
+def _tail_pad(index: int, sample, *, seed: int, source_key: int, eos_id: int, max_pads: int):
   if sample is None:
     return None
-  return packing.add_tail_pad(sample, np.random.default_rng([seed, source_number, index]), eos_id, max_pads)
+  return packing.add_tail_pad(sample, np.random.default_rng([seed, source_key, index]), eos_id, max_pads)
 
 
-def stream(name: str, number: int, spec, data_cfg, *, eos_id: int, seq_len: int, process_index: int,
-           process_count: int, online: OnlineEncoder | None) -> tuple[grain.IterDataset, packing.OverlongFilter]:
+def stream(name: str, spec, data_cfg, *, eos_id: int, seq_len: int, process_index: int, process_count: int,
+           online: OnlineEncoder | None) -> tuple[grain.IterDataset, packing.OverlongFilter]:
   """One source's endless, shuffled, per-process stream of packable samples (and its over-long counter)."""
-  seed = data_cfg.seed + zlib.crc32(name.encode())  # independent shuffles per source
+  source_key = zlib.crc32(name.encode())  # independent tail pads and shuffles per source
   ds = source_dataset(name, spec, online=online)
-  ds = ds.map_with_index(functools.partial(_tail_pad, seed=data_cfg.seed, source_number=number, eos_id=eos_id,
+  ds = ds.map_with_index(functools.partial(_tail_pad, seed=data_cfg.seed, source_key=source_key, eos_id=eos_id,
                                            max_pads=data_cfg.tail_pad_max))
   if len(ds) < process_count:
     raise ValueError(f"data source {name!r} has {len(ds)} records, fewer than {process_count} processes")
-  ds = ds[process_index::process_count].shuffle(seed=seed).repeat(None)
+  ds = ds[process_index::process_count].shuffle(seed=data_cfg.seed + source_key).repeat(None)
   with_features = data_cfg.feature_rows > 0
   it = ds.filter(lambda s: s is not None).to_iter_dataset(
       grain.ReadOptions(num_threads=data_cfg.read_threads, prefetch_buffer_size=data_cfg.prefetch))
@@ -126,11 +126,11 @@ def build(data_cfg: ml_collections.ConfigDict, vocab: VocabLayout, *, seq_len: i
   policy = BadInputPolicy(data_cfg.on_error)
   online = OnlineEncoder(encoder, policy) if encoder is not None else None
   streams, weights, overlong = {}, {}, {}
-  for number, name in enumerate(sorted(data_cfg.sources)):
+  for name in sorted(data_cfg.sources):
     spec = data_cfg.sources[name]
     if spec.weight <= 0:
       continue
-    streams[name], overlong[name] = stream(name, number, spec, data_cfg, eos_id=vocab.eos_id, seq_len=seq_len,
+    streams[name], overlong[name] = stream(name, spec, data_cfg, eos_id=vocab.eos_id, seq_len=seq_len,
                                            process_index=process_index, process_count=process_count,
                                            online=online)
     weights[name] = float(spec.weight)
