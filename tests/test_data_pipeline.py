@@ -211,3 +211,16 @@ def test_stage_mixtures():
 def test_contract_matches_training_tasks():
   batch = pytest.importorskip("omnidiff_jax.training.batch")
   assert batch.TASKS == TASKS
+
+
+def test_make_source_gives_local_batches(tmp_path, vocab):
+  path, _ = _write_source(tmp_path, "a", 5, 30, vocab.eos_id)
+  cfg = ml_collections.ConfigDict(dict(
+      vocab=dict(text_size=vocab.text_size, num_specials=vocab.num_specials, num_audio_codes=vocab.num_audio_codes,
+                 num_image_codes=vocab.num_image_codes, size=vocab.size),
+      train=dict(global_rows=4, seq_len=SEQ_LEN), data=_data_cfg({"a": (path, 1.0)})))
+  batch = next(pipeline.make_source(cfg, process_index=1, process_count=2))
+  assert {k: v.shape for k, v in batch.items()} == {k: (2, SEQ_LEN) for k in
+                                                     ("input_ids", "labels", "positions", "segment_ids", "task_ids")}
+  with pytest.raises(ValueError, match="not divisible by 3 processes"):
+    pipeline.make_source(cfg, process_count=3)
