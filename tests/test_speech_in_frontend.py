@@ -21,10 +21,9 @@ def test_sensevoice_frontend_matches_funasr(ref, name):
   ours = frontend(ref[name], 16000)
   want = ref[f"sensevoice_{name}"]
   assert ours.shape == want.shape == (-(-((ref[name].size - 400) // 160 + 1) // 6), 560)
-  err = np.abs(ours - want)
-  # Both sides compute the fbank in float32; in low-energy mel bins the reference's own float32 rounding
-  # (vs a float64 evaluation) reaches ~3e-4, so the max is bounded a little above 1e-4 and the mean tightly.
-  assert err.max() < 2.5e-4 and err.mean() < 1e-5, (err.max(), err.mean())
+  # Both sides run the fbank in float32. (On signals with near-empty mel bins the reference's own float32
+  # rounding reaches ~3e-4 against a float64 evaluation; this fixture's broadband noise avoids that.)
+  np.testing.assert_allclose(ours, want, atol=1e-4, rtol=0)
 
 
 @pytest.mark.parametrize("n_mels", [128, 16])
