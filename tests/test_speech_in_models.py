@@ -138,8 +138,8 @@ def test_params_roundtrip(tmp_path, vq):
   speech_in.load_params(fresh, path)
   want, got = nnx.to_flat_state(nnx.state(model)), dict(nnx.to_flat_state(nnx.state(fresh)))
   assert len(want) == len(got)
-  for path, var in want:
-    np.testing.assert_array_equal(got[path].get_value(), var.get_value())
+  for key, var in want:
+    np.testing.assert_array_equal(got[key].get_value(), var.get_value())
   other_cfg = whisper_vq_tiny.get_config().encoder
   other_cfg.d_model = 32
   with pytest.raises(speech_in.CheckpointMismatchError, match="in our layout, expected"):
