@@ -129,3 +129,21 @@ class SenseVoiceEncoder(nnx.Module):
     x = self.after_norm(x)
     x = scan_stack(self.tp_encoders, x, lambda layer, h: layer(h, mask))
     return self.tp_norm(x), lengths
+
+
+_FORWARD = nnx.jit(lambda model, feats, lengths: model(feats, lengths))
+
+
+def encode_features(encoder: SenseVoiceEncoder, feats: list, bucket: int = 64) -> list:
+  """Runs LFR feature arrays [(T_i, input_size)] one at a time -> [(T_i + 4, output_size) float32 numpy].
+
+  Frames are zero-padded to a multiple of `bucket` (fewer recompiles); padding never changes valid rows
+  (padded keys are masked, the FSMN input is masked).
+  """
+  out = []
+  for f in feats:
+    t = f.shape[0]
+    padded = jnp.zeros((1, -(-t // bucket) * bucket, f.shape[1]), jnp.float32).at[0, :t].set(f)
+    x, lengths = _FORWARD(encoder, padded, jnp.asarray([t], jnp.int32))
+    out.append(jax.device_get(x[0, :int(lengths[0])]).astype("float32"))
+  return out

@@ -121,3 +121,35 @@ class WhisperVQEncoder(nnx.Module):
       allowed = block_causal_allowed(mask, cfg.block_size // k)
       x = scan_stack(self.layers, x, lambda layer, h: layer(h, allowed), cfg.pooling_position, None)
     return x, mask.astype(jnp.int32)
+
+
+_FORWARD = nnx.jit(lambda model, mels, mask: model(mels, mask))
+
+
+def tokenize(model: WhisperVQEncoder, frontend, waves: list, sample_rate: int, *, segment_seconds: float = 30.0,
+             batch_size: int = 128, max_seconds: float | None = None, progress=None) -> list[list[int]]:
+  """GLM-4-Voice `extract_speech_token`: waveforms -> one list of code ids per waveform.
+
+  Each waveform is validated and resampled (BadAudioError on bad input), cut into `segment_seconds` pieces;
+  pieces run in batches of `batch_size`, zero-padded to the longest in the batch (rounded up to
+  frontend.pad_to_multiple_of samples); the codes under the mask are concatenated per waveform.
+  frontend: an audio_frontend.WhisperFrontend. progress: optional callable(num_segments_done).
+  """
+  from omnidiff_jax.models.audio_frontend import to_rate
+  rate = frontend.sample_rate
+  seg = int(segment_seconds * rate)
+  segments, owners = [], []
+  for i, w in enumerate(waves):
+    w = to_rate(w, sample_rate, rate, max_seconds=max_seconds)
+    for start in range(0, w.shape[0], seg):
+      segments.append(w[start:start + seg])
+      owners.append(i)
+  codes: list[list[int]] = [[] for _ in waves]
+  for start in range(0, len(segments), batch_size):
+    mels, mel_mask = frontend(segments[start:start + batch_size], rate)
+    ids, mask = jax.device_get(_FORWARD(model, mels, mel_mask))
+    for row, owner in enumerate(owners[start:start + batch_size]):
+      codes[owner].extend(ids[row][mask[row].astype(bool)].tolist())
+    if progress is not None:
+      progress(min(batch_size, len(segments) - start))
+  return codes
