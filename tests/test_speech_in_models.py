@@ -2,7 +2,6 @@
 upstream PyTorch outputs in tests/fixtures/speech_in_{sensevoice,whisper_vq}.npz (tiny random configs)."""
 import pathlib
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -40,6 +39,19 @@ def test_sensevoice_encoder_parity(sv):
   np.testing.assert_array_equal(lengths, data["encoder_lengths"])
   for b, n in enumerate(data["encoder_lengths"]):   # valid rows (padded rows are never spliced)
     np.testing.assert_allclose(out[b, :n], data["encoder_out"][b, :n], atol=1e-4, rtol=0)
+
+
+def test_sensevoice_bfloat16_runs_close(sv):
+  """Upstream runs the frozen encoder in bf16; our bf16 path stays within bf16 rounding of the fp32 result."""
+  data, sd, _, _ = sv
+  cfg = sensevoice_tiny.get_config().encoder
+  cfg.dtype = "bfloat16"
+  encoder = speech_in.abstract(sensevoice.SenseVoiceEncoder, cfg)
+  speech_in.load_sensevoice(encoder, sd)
+  out, _ = nnx.jit(lambda m, f, l: m(f, l))(encoder, data["feats"], data["lengths"])
+  assert out.dtype == jnp.bfloat16
+  got, want = np.asarray(out[0, :13], np.float32), data["encoder_out"][0, :13]
+  assert np.linalg.norm(got - want) / np.linalg.norm(want) < 0.05
 
 
 def test_projector_parity(sv):

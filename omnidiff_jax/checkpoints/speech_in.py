@@ -220,12 +220,16 @@ def read_safetensors(path: str) -> dict[str, np.ndarray]:
   files = sorted(glob.glob(os.path.join(path, "model*.safetensors"))) if os.path.isdir(path) else [path]
   if not files:
     raise FileNotFoundError(f"{path}: no model*.safetensors files")
+  try:
+    import torch  # noqa: F401  (reads bfloat16 tensors, which NumPy cannot)
+    framework, to_numpy = "pt", lambda v: (v.float() if v.is_floating_point() else v).numpy()
+  except ImportError:
+    framework, to_numpy = "np", lambda v: v
   out = {}
   for f in files:
-    with safe_open(f, framework="pt") as st:
+    with safe_open(f, framework=framework) as st:
       for k in st.keys():
-        v = st.get_tensor(k)
-        out[k] = (v.float() if v.is_floating_point() else v).numpy()
+        out[k] = to_numpy(st.get_tensor(k))
   return out
 
 
