@@ -1,0 +1,64 @@
+"""tools/speech_tokenize.py end to end on the tiny fixtures: convert, tokenize, skip bad files."""
+import json
+import pathlib
+
+import numpy as np
+import pytest
+import soundfile
+import torch
+from safetensors.numpy import save_file
+
+from configs import whisper_vq_tiny
+from omnidiff_jax.checkpoints import speech_in
+from omnidiff_jax.models import audio_frontend, whisper_vq
+from tools import speech_tokenize
+
+FIXTURES = pathlib.Path(__file__).parent / "fixtures"
+ROOT = FIXTURES.parent.parent
+
+
+def _sd(name):
+  return {k[3:]: v for k, v in np.load(FIXTURES / name).items() if k.startswith("sd/")}
+
+
+def test_convert_and_tokenize_whisper_vq(tmp_path, capsys):
+  save_file(_sd("speech_in_whisper_vq.npz"), str(tmp_path / "model.safetensors"))   # 'model.encoder.' keys
+  params = str(tmp_path / "vq.safetensors")
+  cfg = str(ROOT / "configs" / "whisper_vq_tiny.py")
+  speech_tokenize.main(["convert", "--kind", "whisper_vq", "--config", cfg, "--input", str(tmp_path),
+                        "--output", params])
+  wave = np.load(FIXTURES / "speech_in_frontends.npz")["wave_a"]
+  soundfile.write(tmp_path / "mono.wav", wave, 16000, subtype="FLOAT")
+  soundfile.write(tmp_path / "stereo.wav", np.stack([wave, -wave], 1), 16000, subtype="FLOAT")  # channel 0 used
+  (tmp_path / "broken.wav").write_bytes(b"RIFF0000WAVEjunk")
+  soundfile.write(tmp_path / "silent.wav", np.zeros(0, np.float32), 16000)
+  speech_tokenize.main(["whisper_vq", "--config", cfg, "--params", params,
+                        *(str(tmp_path / n) for n in ("mono.wav", "stereo.wav", "broken.wav", "silent.wav"))])
+  assert "2 file(s) done, 2 skipped" in capsys.readouterr().out
+  mono = json.loads((tmp_path / "mono_glm4voice.json").read_text())
+  assert mono == json.loads((tmp_path / "stereo_glm4voice.json").read_text())
+
+  model = speech_in.abstract(whisper_vq.WhisperVQEncoder, whisper_vq_tiny.get_config().encoder)
+  speech_in.load_params(model, params)
+  want = whisper_vq.tokenize(model, audio_frontend.WhisperFrontend(n_mels=16), [wave], 16000)[0]
+  assert mono == want and len(mono) == int(np.ceil(wave.size / 1280))
+
+  with pytest.raises(SystemExit, match="broken.wav"):
+    speech_tokenize.main(["whisper_vq", "--config", cfg, "--params", params, "--on_error", "raise",
+                          str(tmp_path / "broken.wav")])
+
+
+def test_convert_sensevoice_from_model_pt(tmp_path):
+  prefix = "model.audio_model.model."
+  sd = {k[len(prefix):]: torch.from_numpy(v) for k, v in _sd("speech_in_sensevoice.npz").items()
+        if k.startswith(prefix)}
+  torch.save(sd, tmp_path / "model.pt")
+  cfg = str(ROOT / "configs" / "sensevoice_tiny.py")
+  speech_tokenize.main(["convert", "--kind", "sensevoice", "--config", cfg, "--input", str(tmp_path / "model.pt"),
+                        "--output", str(tmp_path / "sv.safetensors")])
+  assert (tmp_path / "sv.safetensors").stat().st_size > 0
+  del sd["encoder.tp_norm.weight"]
+  torch.save(sd, tmp_path / "bad.pt")
+  with pytest.raises(SystemExit, match="missing encoder.tp_norm.weight"):
+    speech_tokenize.main(["convert", "--kind", "sensevoice", "--config", cfg, "--input", str(tmp_path / "bad.pt"),
+                          "--output", str(tmp_path / "bad.safetensors")])

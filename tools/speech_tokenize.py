@@ -1,0 +1,161 @@
+"""Speech in / speech tokens from the command line (thin wrapper over omnidiff_jax.models + checkpoints).
+
+Subcommands:
+  whisper_vq  wav files -> GLM-4-Voice code ids, written as `<stem>_glm4voice.json` (upstream's cache name)
+  sensevoice  wav files -> SenseVoice encoder features (T_lfr + 4, 512), written as `<stem>_sensevoice.npy`
+  convert     PyTorch weights -> our parameter file (safetensors with '/'-joined parameter paths)
+
+  python tools/speech_tokenize.py convert --kind whisper_vq --config configs/whisper_vq.py \
+      --input glm-4-voice-tokenizer/ --output whisper_vq.safetensors
+  python tools/speech_tokenize.py convert --kind sensevoice --config configs/sensevoice.py \
+      --input SenseVoiceSmall/model.pt --output sensevoice.safetensors
+  python tools/speech_tokenize.py whisper_vq --params whisper_vq.safetensors a.wav b.flac
+  python tools/speech_tokenize.py sensevoice --params sensevoice.safetensors --cmvn SenseVoiceSmall/am.mvn a.wav
+
+Unreadable or bad audio (empty, NaN/Inf, too long) is reported and skipped (--on_error=skip, the default) or
+stops the run (--on_error=raise). Stereo files: whisper_vq keeps channel 0 and sensevoice averages the
+channels, as upstream does.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+
+CONFIG_DIR = os.path.join(os.path.dirname(__file__), "..", "configs")
+KINDS = {"sensevoice": "sensevoice.py", "whisper_vq": "whisper_vq.py", "projector": "sensevoice.py"}
+
+
+def load_config(path: str):
+  spec = importlib.util.spec_from_file_location("speech_config", path)
+  if spec is None or not os.path.exists(path):
+    raise SystemExit(f"config file not found: {path}")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config()
+
+
+def read_wave(path: str, channel_policy: str):
+  """-> (mono float32 waveform, sample rate). channel_policy: 'first' or 'mean' for multi-channel files."""
+  import numpy as np
+  import soundfile
+  wave, rate = soundfile.read(path, dtype="float32", always_2d=True)   # (N, C)
+  return (wave[:, 0] if channel_policy == "first" else wave.mean(axis=1)).astype(np.float32), rate
+
+
+def _model(kind: str, cfg, params: str):
+  from omnidiff_jax.checkpoints import speech_in
+  from omnidiff_jax.models import audio_adapter, sensevoice, whisper_vq
+  ctor = {"sensevoice": sensevoice.SenseVoiceEncoder, "whisper_vq": whisper_vq.WhisperVQEncoder,
+          "projector": audio_adapter.AudioProjector}[kind]
+  model = speech_in.abstract(ctor, cfg.projector if kind == "projector" else cfg.encoder)
+  if params:
+    speech_in.load_params(model, params)
+  return model
+
+
+def _for_each_file(paths, channel_policy: str, on_error: str, work, desc: str):
+  """Reads each file and calls work(path, wave, rate); unreadable or bad audio is skipped or fatal."""
+  from tqdm import tqdm
+  from omnidiff_jax.models.audio_frontend import BadAudioError
+  done = skipped = 0
+  for path in tqdm(paths, desc=desc, unit="file"):
+    try:
+      work(path, *read_wave(path, channel_policy))
+      done += 1
+    except (RuntimeError, OSError, BadAudioError) as e:   # soundfile raises LibsndfileError (a RuntimeError)
+      if on_error == "raise":
+        raise SystemExit(f"{path}: {e}")
+      print(f"skipping {path}: {e}", file=sys.stderr)
+      skipped += 1
+  print(f"{desc}: {done} file(s) done, {skipped} skipped")
+
+
+def _out_path(wav: str, output_dir: str, suffix: str) -> str:
+  stem = os.path.splitext(os.path.basename(wav))[0]
+  return os.path.join(output_dir or os.path.dirname(os.path.abspath(wav)), stem + suffix)
+
+
+def cmd_whisper_vq(args):
+  from omnidiff_jax.models import audio_frontend, whisper_vq
+  cfg = load_config(args.config)
+  f = cfg.frontend
+  frontend = audio_frontend.WhisperFrontend(n_mels=f.n_mels, n_fft=f.n_fft, hop_length=f.hop_length,
+                                            sample_rate=f.sample_rate, pad_to_multiple_of=f.pad_to_multiple_of)
+  model = _model("whisper_vq", cfg, args.params)
+
+  def work(path, wave, rate):
+    codes = whisper_vq.tokenize(model, frontend, [wave], rate, segment_seconds=f.segment_seconds,
+                                batch_size=f.batch_size, max_seconds=f.max_seconds or None)[0]
+    with open(_out_path(path, args.output_dir, "_glm4voice.json"), "w") as out:
+      json.dump(codes, out)
+
+  _for_each_file(args.wavs, "first", args.on_error, work, "whisper_vq")
+
+
+def cmd_sensevoice(args):
+  import numpy as np
+  from omnidiff_jax.models import audio_frontend, sensevoice
+  cfg = load_config(args.config)
+  f = cfg.frontend
+  cmvn_file = args.cmvn or f.cmvn_file
+  frontend = audio_frontend.SenseVoiceFrontend(
+      cmvn=audio_frontend.load_cmvn(cmvn_file) if cmvn_file else None,
+      fbank=audio_frontend.FbankOptions(sample_rate=f.sample_rate, num_mel_bins=f.num_mel_bins,
+                                        frame_length_ms=f.frame_length_ms, frame_shift_ms=f.frame_shift_ms,
+                                        window=f.window, dither=f.dither),
+      lfr_m=f.lfr_m, lfr_n=f.lfr_n, max_seconds=f.max_seconds or None)
+  encoder = _model("sensevoice", cfg, args.params)
+  rng = np.random.default_rng(args.seed) if f.dither else None
+
+  def work(path, wave, rate):
+    feats = sensevoice.encode_features(encoder, [frontend(wave, rate, rng)])[0]
+    np.save(_out_path(path, args.output_dir, "_sensevoice.npy"), feats)
+
+  _for_each_file(args.wavs, "mean", args.on_error, work, "sensevoice")
+
+
+def cmd_convert(args):
+  from omnidiff_jax.checkpoints import speech_in
+  cfg = load_config(args.config or os.path.join(CONFIG_DIR, KINDS[args.kind]))
+  model = _model(args.kind, cfg, "")
+  tensors = speech_in.read_checkpoint(args.input)
+  load = {"sensevoice": speech_in.load_sensevoice, "whisper_vq": speech_in.load_whisper_vq,
+          "projector": speech_in.load_projector}[args.kind]
+  try:
+    load(model, tensors)
+  except speech_in.CheckpointMismatchError as e:
+    raise SystemExit(f"{args.input}: {e}")
+  speech_in.save_params(model, args.output)
+  print(f"wrote {args.output}")
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  sub = parser.add_subparsers(dest="command", required=True)
+  for name, default_cfg, helptext in (("whisper_vq", "whisper_vq.py", "wav -> GLM-4-Voice code ids (json)"),
+                                      ("sensevoice", "sensevoice.py", "wav -> SenseVoice features (npy)")):
+    p = sub.add_parser(name, help=helptext)
+    p.add_argument("wavs", nargs="+", help="audio files soundfile can read (wav, flac, ogg, ...)")
+    p.add_argument("--config", default=os.path.join(CONFIG_DIR, default_cfg), help="config file (get_config())")
+    p.add_argument("--params", required=True, help="our parameter file, from the `convert` subcommand")
+    p.add_argument("--output_dir", default="", help="where outputs go (default: next to each input)")
+    p.add_argument("--on_error", choices=("skip", "raise"), default="skip", help="bad/unreadable audio policy")
+    if name == "sensevoice":
+      p.add_argument("--cmvn", default="", help="am.mvn (overrides config frontend.cmvn_file)")
+      p.add_argument("--seed", type=int, default=0, help="dither noise seed (when frontend.dither > 0)")
+  p = sub.add_parser("convert", help="PyTorch weights -> our parameter file")
+  p.add_argument("--kind", choices=sorted(KINDS), required=True)
+  p.add_argument("--input", required=True, help="model.pt / a .safetensors file / a directory of shards")
+  p.add_argument("--output", required=True, help="output .safetensors")
+  p.add_argument("--config", default="", help="config file (default: configs/<kind's model>.py)")
+  args = parser.parse_args(argv)
+  {"whisper_vq": cmd_whisper_vq, "sensevoice": cmd_sensevoice, "convert": cmd_convert}[args.command](args)
+
+
+if __name__ == "__main__":
+  main()
