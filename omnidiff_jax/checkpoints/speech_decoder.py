@@ -27,15 +27,16 @@ def fold_weight_norm(state: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
   """Replaces each weight-norm (g, v) pair by `weight` = g * v / ||v|| (norm over all axes but 0)."""
   out = {}
   for key, value in state.items():
+    dotted = "." + key  # top-level weights have no leading module name
     for g_suffix, v_suffix in _WN_SUFFIXES:
-      if key.endswith(v_suffix):
+      if dotted.endswith(v_suffix):
         break
-      if key.endswith(g_suffix):
-        name = key[:-len(g_suffix)]
-        v = np.asarray(state[name + v_suffix], np.float64)
+      if dotted.endswith(g_suffix):
+        name = dotted[:-len(g_suffix)]
+        v = np.asarray(state[(name + v_suffix)[1:]], np.float64)
         g = np.asarray(value, np.float64)
         norm = np.sqrt(np.sum(v * v, axis=tuple(range(1, v.ndim)), keepdims=True))
-        out[name + ".weight"] = (g * v / norm).astype(np.float32)
+        out[(name + ".weight")[1:]] = (g * v / norm).astype(np.float32)
         break
     else:
       out[key] = np.asarray(value, np.float32)

@@ -110,27 +110,40 @@ def hann_window(n: int) -> Array:
   return (0.5 - 0.5 * jnp.cos(2 * jnp.pi * jnp.arange(n, dtype=jnp.float32) / n)).astype(jnp.float32)
 
 
+def _frames(x: Array, n_fft: int, hop: int) -> Array:
+  """Overlapping frames (B, (S - n_fft) // hop + 1, n_fft) of x (B, S) via hop-sized blocks (n_fft % hop == 0)."""
+  per = n_fft // hop
+  num = (x.shape[1] - n_fft) // hop + 1
+  blocks = x[:, :(num + per - 1) * hop].reshape(x.shape[0], num + per - 1, hop)
+  return jnp.concatenate([blocks[:, k:k + num] for k in range(per)], axis=-1)
+
+
+def _overlap_add(frames: Array, hop: int) -> Array:
+  """Inverse of _frames: sums frames (B, T, n_fft) at hop spacing -> (B, n_fft + hop * (T - 1))."""
+  b, t, n_fft = frames.shape
+  per = n_fft // hop
+  out = jnp.zeros((b, t + per - 1, hop), frames.dtype)
+  for k in range(per):
+    out = out.at[:, k:k + t].add(frames[:, :, k * hop:(k + 1) * hop])
+  return out.reshape(b, -1)
+
+
 def stft(x: Array, n_fft: int, hop: int) -> tuple[Array, Array]:
   """torch.stft(center=True, reflect pad, Hann, onesided). x: (B, S) -> real, imag: (B, S // hop + 1, n_fft//2+1)."""
   pad = n_fft // 2
   x = jnp.pad(x, ((0, 0), (pad, pad)), mode="reflect")
-  num = (x.shape[1] - n_fft) // hop + 1
-  idx = jnp.arange(num)[:, None] * hop + jnp.arange(n_fft)[None]
-  spec = jnp.fft.rfft(x[:, idx] * hann_window(n_fft), axis=-1)
+  spec = jnp.fft.rfft(_frames(x, n_fft, hop) * hann_window(n_fft), axis=-1)
   return jnp.real(spec).astype(jnp.float32), jnp.imag(spec).astype(jnp.float32)
 
 
 def istft(real: Array, imag: Array, n_fft: int, hop: int) -> Array:
-  """torch.istft(center=True, Hann): (B, T, n_fft//2+1) -> (B, hop * (T - 1))."""
+  """torch.istft(center=True, Hann): (B, T, n_fft//2+1) -> (B, hop * (T - 1)), window-envelope normalised."""
   window = hann_window(n_fft)
   frames = jnp.fft.irfft(jax.lax.complex(real, imag), n=n_fft, axis=-1).astype(jnp.float32) * window
-  b, t, _ = frames.shape
-  length = n_fft + hop * (t - 1)
-  idx = (jnp.arange(t)[:, None] * hop + jnp.arange(n_fft)[None]).reshape(-1)
-  signal = jnp.zeros((b, length), jnp.float32).at[:, idx].add(frames.reshape(b, -1))
-  envelope = jnp.zeros((length,), jnp.float32).at[idx].add(jnp.tile(window * window, t))
+  signal = _overlap_add(frames, hop)
+  envelope = _overlap_add(jnp.broadcast_to(window * window, (1,) + frames.shape[1:]), hop)
   pad = n_fft // 2
-  return signal[:, pad:length - pad] / envelope[pad:length - pad]
+  return signal[:, pad:-pad] / envelope[:, pad:-pad]
 
 
 class HiFTGenerator(nnx.Module):
