@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from omnidiff_jax.sampling.schedule import SamplerConfig
 
@@ -52,20 +53,29 @@ def decoded_ids_present(region: Array, vocab_size: int, mask_id: int, exclude_ze
   return jnp.zeros((region.shape[0], vocab_size), bool).at[rows, region].max(decoded)
 
 
-def position_penalty_factors(masked: Array, max_penalty: float, window: int) -> Array:
-  """Upstream's position-penalty ramp over the masked positions of each row.
+def position_penalty_table(region_len: int, max_penalty: float, window: int) -> np.ndarray:
+  """Upstream's position-penalty ramp for every masked count N and masked-order index j (host side).
 
-  masked: (B, G) bool. With N masked positions in a row, taken in sequence order j = 0..N-1: factor 1 for
-  j < window, 1 + (j - window) / (N - window) * (P - 1) beyond; all ones when N <= window.
-  Computed as ((j - window) * (P - 1) + (N - window)) / (N - window): one rounding, like upstream's float64
-  value cast to float32. Returns (B, G) float32 (entries at unmasked positions are unused).
+  table[N, j] = 1 + (j - window) / (N - window) * (P - 1) for N > window and j >= window, else 1; computed in
+  float64 and cast to float32 as upstream does (XLA's float32 division is not always correctly rounded, which
+  would flip near-tied confidences). Returns (G + 1, G) float32.
   """
-  j = jnp.cumsum(masked, axis=1) - 1
-  n = jnp.sum(masked, axis=1, keepdims=True)
-  over = jnp.maximum(j - window, 0).astype(jnp.float32)
-  denom = jnp.maximum(n - window, 1).astype(jnp.float32)
-  ramp = (over * jnp.float32(max_penalty - 1.0) + denom) / denom
-  return jnp.where((n > window) & (j >= window), ramp, 1.0)
+  n = np.arange(region_len + 1, dtype=np.float64)[:, None]
+  j = np.arange(region_len, dtype=np.float64)[None, :]
+  with np.errstate(divide="ignore", invalid="ignore"):
+    ramp = (j - window) / (n - window) * (max_penalty - 1.0) + 1.0
+  return np.where((n > window) & (j >= window), ramp, 1.0).astype(np.float32)
+
+
+def position_penalty_factors(masked: Array, table: Array) -> Array:
+  """Per-position factors over the masked positions of each row, taken in sequence order.
+
+  masked: (B, G) bool; table: (G + 1, G) from position_penalty_table. Returns (B, G) float32 (entries at
+  unmasked positions are unused).
+  """
+  j = jnp.maximum(jnp.cumsum(masked, axis=1) - 1, 0)
+  n = jnp.sum(masked, axis=1)
+  return table[n[:, None], j]
 
 
 def process_logits(logits: Array, cfg: SamplerConfig, repeated: Array | None, position_factor: Array | None

@@ -157,6 +157,8 @@ def _loop(model, rows: Rows, region: Array, key: Array, cfg: SamplerConfig, spec
     c = model.cfg
     shape = (c.num_layers, *rows.positions.shape, c.num_kv_heads, c.head_dim)
     kv = (jnp.zeros(shape, c.dtype), jnp.zeros(shape, c.dtype))
+  if cfg.position_penalty != 1.0:
+    penalty_table = jnp.asarray(logits_lib.position_penalty_table(g, cfg.position_penalty, cfg.position_window))
   zero = jnp.zeros((), jnp.int32)
   init = Carry(region=region, block=zero, step=zero, iteration=zero, kv=kv, full_forwards=zero,
                cached_forwards=zero)
@@ -177,7 +179,7 @@ def _loop(model, rows: Rows, region: Array, key: Array, cfg: SamplerConfig, spec
         repeated &= carry.iteration > 0
     position_factor = None
     if cfg.position_penalty != 1.0:
-      factors = logits_lib.position_penalty_factors(masked, cfg.position_penalty, cfg.position_window)
+      factors = logits_lib.position_penalty_factors(masked, penalty_table)
       position_factor = jax.lax.dynamic_slice_in_dim(factors, window_start, window, axis=1)
 
     step_key = jax.random.fold_in(key, carry.iteration)
