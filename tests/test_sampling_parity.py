@@ -18,13 +18,7 @@ from omnidiff_jax.vocab import VocabLayout  # noqa: E402
 def models():
   from configs import tiny
   cfg = tiny.get_config()
-  ref = torch_reference.random_qwen2(cfg.model, seed=0)
-  # Larger weights make the random model's confidences position-dependent and well separated (at the
-  # default 0.02 init many masked positions tie in float32, and a tie's order is not defined by torch.topk).
-  with torch.no_grad():
-    for param in ref.parameters():
-      if param.ndim == 2:
-        param.mul_(6.0)
+  ref = sampler_reference.sharpen(torch_reference.random_qwen2(cfg.model, seed=0))
   ours = sharding.create_model(cfg.model, seed=1)
   hf_names.load_backbone(ours, torch_reference.state_dict_numpy(ref).__getitem__)
   return ref, ours, VocabLayout.from_config(cfg.vocab)
@@ -110,3 +104,11 @@ def test_timesteps_bit_identical_to_torch_linspace():
   for steps in (1, 2, 7, 33, 128, 256, 260, 511):
     want = torch.linspace(1, 1e-3, steps + 1).numpy()
     np.testing.assert_array_equal(linspace_timesteps(steps, 1e-3), want)
+
+
+@pytest.mark.parametrize("top_p", [0.3, 0.9, 0.99])
+def test_top_p_filter_matches_reference(top_p):
+  from omnidiff_jax.sampling.logits import top_p_filter
+  logits = np.random.default_rng(5).normal(0, 3, (64, 320)).astype(np.float32)
+  want = sampler_reference._top_p(torch.as_tensor(logits), top_p).numpy()
+  np.testing.assert_array_equal(np.asarray(top_p_filter(jnp.asarray(logits), top_p)), want)

@@ -71,7 +71,7 @@ def generate(model, cfg: SamplerConfig, vocab: VocabLayout, *, prompt_ids=None, 
   if (prompt_ids is None) == (prompt_embeds is None):
     raise ValueError("pass exactly one of prompt_ids or prompt_embeds")
   if prompt_ids is not None:
-    prompt_ids, prompt_mask = _as_padded(prompt_ids, prompt_mask, vocab.pad_id, "prompt_ids")
+    prompt_ids, prompt_mask = as_padded(prompt_ids, prompt_mask, vocab.pad_id, "prompt_ids")
     prompt_embeds = model.embed(jnp.asarray(prompt_ids))
   elif prompt_mask is None:
     prompt_mask = np.ones(prompt_embeds.shape[:2], bool)
@@ -85,7 +85,7 @@ def generate(model, cfg: SamplerConfig, vocab: VocabLayout, *, prompt_ids=None, 
     region = prefill_boa(region, cfg.boa_fraction, vocab.special_id("<|begin_of_audio|>"), vocab.mask_id)
   uncond_embeds = None
   if uncond_ids is not None:
-    uncond_ids, uncond_mask = _as_padded(uncond_ids, uncond_mask, vocab.pad_id, "uncond_ids")
+    uncond_ids, uncond_mask = as_padded(uncond_ids, uncond_mask, vocab.pad_id, "uncond_ids")
     if uncond_ids.shape[0] == 1 and batch > 1:
       uncond_ids, uncond_mask = uncond_ids.repeat(batch, 0), uncond_mask.repeat(batch, 0)
     uncond_embeds = model.embed(jnp.asarray(uncond_ids))
@@ -94,7 +94,8 @@ def generate(model, cfg: SamplerConfig, vocab: VocabLayout, *, prompt_ids=None, 
   return sampler.run(model, cfg, rows, jnp.asarray(region), jax.random.key(seed), specials)
 
 
-def _as_padded(ids, mask, pad_id: int, name: str) -> tuple[np.ndarray, np.ndarray]:
+def as_padded(ids, mask, pad_id: int, name: str) -> tuple[np.ndarray, np.ndarray]:
+  """(B, P) ids and mask from an array (+ optional mask) or a list of id lists (left padded here)."""
   if isinstance(ids, (list, tuple)) and ids and isinstance(ids[0], (list, tuple, np.ndarray)):
     if mask is not None:
       raise ValueError(f"{name} given as a list of lists is padded here; do not pass a mask with it")

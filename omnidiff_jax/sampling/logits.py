@@ -18,15 +18,14 @@ FILL = jnp.finfo(jnp.float32).min  # what upstream writes into filtered logits (
 def top_p_filter(logits: Array, top_p: float) -> Array:
   """Keeps the smallest prefix of the sorted vocabulary whose mass exceeds top_p (the first always kept).
 
-  logits: (..., V) -> (..., V) with the removed entries set to FILL.
+  The kept set is a prefix of the descending order, so it is every logit >= the last kept one (exact ties
+  with that logit are all kept). logits: (..., V) -> (..., V) with the removed entries set to FILL.
   """
-  order = jnp.argsort(-logits, axis=-1, stable=True)
-  sorted_logits = jnp.take_along_axis(logits, order, axis=-1)
+  sorted_logits = -jnp.sort(-logits, axis=-1)
   cumulative = jnp.cumsum(jax.nn.softmax(sorted_logits, axis=-1), axis=-1)
-  remove_sorted = jnp.concatenate(
-      [jnp.zeros_like(cumulative[..., :1], bool), cumulative[..., :-1] > top_p], axis=-1)
-  remove = jnp.put_along_axis(jnp.zeros_like(remove_sorted), order, remove_sorted, axis=-1, inplace=False)
-  return jnp.where(remove, FILL, logits)
+  num_kept = 1 + jnp.sum(cumulative[..., :-1] <= top_p, axis=-1, keepdims=True)
+  cutoff = jnp.take_along_axis(sorted_logits, num_kept - 1, axis=-1)
+  return jnp.where(logits < cutoff, FILL, logits)
 
 
 def top_k_filter(logits: Array, top_k: int) -> Array:
