@@ -50,7 +50,7 @@ def test_compiles_once_per_shape_and_config(setup):
 def test_left_padded_batch_matches_single_rows(setup):
   model, vocab = setup
   cfg = SamplerConfig(steps=8, alg="entropy", top_p=0.9)
-  prompts = _prompts(vocab, [5, 11, 8], seed=1)
+  prompts = _prompts(vocab, [5, 11], seed=1)
   batch = np.asarray(generate(model, cfg, vocab, prompt_ids=prompts, region_len=16).tokens)
   for row, prompt in enumerate(prompts):
     single = np.asarray(generate(model, cfg, vocab, prompt_ids=[prompt], region_len=16).tokens)
@@ -99,9 +99,8 @@ def test_temperature_sampling_follows_the_softmax(setup):
   model, vocab = setup
   cfg = SamplerConfig(steps=1, alg="maskgit_plus", temperature=1.5, top_k=4)
   prompt = np.asarray(_prompts(vocab, [6], seed=3), np.int32)
-  counts = np.zeros(vocab.size)
-  for seed in range(300):
-    counts[int(generate(model, cfg, vocab, prompt_ids=prompt, region_len=1, seed=seed).tokens[0, 0])] += 1
+  draws = np.asarray(generate(model, cfg, vocab, prompt_ids=prompt.repeat(400, 0), region_len=1).tokens)[:, 0]
+  counts = np.bincount(draws, minlength=vocab.size)
   ids = jnp.concatenate([jnp.asarray(prompt), jnp.full((1, 1), vocab.mask_id)], axis=1)
   logits = model(ids)[0, -2].astype(jnp.float32) / 1.5
   want = np.asarray(jax.nn.softmax(logits_lib.top_k_filter(logits, 4)))

@@ -128,7 +128,7 @@ def _select(cfg: SamplerConfig, candidates: Array, confidence: Array, prob: Arra
   if cfg.alg == "origin":
     return candidates & (last | (jax.random.uniform(key, candidates.shape) < 1.0 - s / t))
   score = jnp.where(candidates, confidence, -jnp.inf)
-  if cfg.alg_temp > 0 and cfg.threshold is None:
+  if cfg.alg_temp > 0:
     score = score / cfg.alg_temp + jnp.where(candidates, jax.random.gumbel(key, score.shape), 0.0)
   shape = candidates.shape
   if cfg.mode == "upstream":  # one top-k over the flattened batch, as upstream
@@ -170,6 +170,8 @@ def _loop(model, rows: Rows, region: Array, key: Array, cfg: SamplerConfig, spec
     logits, kv, full_forwards, cached_forwards = _window_logits(
         model, cfg, rows, carry, prompt_len - 1 + window_start, window, num_cond)
 
+    if cfg.mode == "default":  # upstream may "reveal" the mask id itself, leaving the position masked
+      logits = logits.at[..., specials.mask_id].set(logits_lib.FILL)
     masked = carry.region == specials.mask_id
     repeated = None
     if cfg.uses_repetition_penalty:

@@ -33,8 +33,10 @@ class SamplerConfig:
   cfg_alignment: 'region' puts the generation region of the unconditional row at the same indices as the
     conditional one (left-padding its prompt); 'upstream' copies upstream (prompt at index 0, region right
     after it, zero padding at the end; rows are mixed by absolute index).
-  mode: 'default' = per-row reveal counts; 'upstream' = upstream's reveal count over the flattened batch and
-    its repetition-penalty id filter (ids 0 and mask excluded), for token-identical parity at batch 1.
+  mode: 'default' = per-row reveal counts, the mask id is never predicted, the repetition penalty counts
+    every decoded id from the first step; 'upstream' = upstream's reveal count over the flattened batch, its
+    repetition-penalty id filter (ids 0 and mask excluded, none at the first step), and the mask id may be
+    predicted (the position then stays masked): token-identical parity at batch 1.
   threshold: None = the fixed reveal schedule; else confidence-threshold parallel decoding: every masked
     position of the active block whose probability p(x0) >= threshold is revealed, and at least the most
     confident one; the last step of a block reveals the rest. A block ends early once it is filled.
@@ -73,6 +75,7 @@ class SamplerConfig:
         (self.threshold is None or 0 < self.threshold <= 1, f"threshold must be in (0, 1], got {self.threshold}"),
         (not self.kv_cache or self.block_size is not None, "kv_cache needs a block_size"),
         (not (self.alg == "origin" and self.threshold is not None), "alg 'origin' has no confidence threshold"),
+        (not (self.alg_temp > 0 and self.threshold is not None), "alg_temp and threshold exclude each other"),
         (self.repetition_penalty > 0 and self.position_penalty > 0, "penalties must be > 0"),
     ]
     for ok, message in checks:
