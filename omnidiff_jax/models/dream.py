@@ -96,13 +96,25 @@ class Attention(nnx.Module):
 
     Returns (B, L, D).
     """
+    q, k, v = self.qkv(x, cos, sin)
+    return self.attend(q, k, v, segment_ids)
+
+  def qkv(self, x: Array, cos: Array, sin: Array) -> tuple[Array, Array, Array]:
+    """Rotated queries (B, L, N, H) and keys, values (B, L, K, H)."""
     b, l, _ = x.shape
     q = checkpoint_name(self.q_proj(x), "query_proj").reshape(b, l, self.num_heads, self.head_dim)
     k = checkpoint_name(self.k_proj(x), "key_proj").reshape(b, l, self.num_kv_heads, self.head_dim)
     v = checkpoint_name(self.v_proj(x), "value_proj").reshape(b, l, self.num_kv_heads, self.head_dim)
     q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
     q = with_logical_constraint(q, ("activation_batch", "activation_length", "activation_heads", None))
-    out = dot_product_attention(q, k, v, segment_ids, self.impl)
+    return q, k, v
+
+  def attend(self, q: Array, k: Array, v: Array, segment_ids: Array | None,
+             kv_segment_ids: Array | None = None) -> Array:
+    """q: (B, L, N, H); k, v: (B, S, K, H); segment_ids: (B, L) of the queries, kv_segment_ids: (B, S) of
+    the keys (default: segment_ids; both None: full attention) -> (B, L, D)."""
+    b, l = q.shape[:2]
+    out = dot_product_attention(q, k, v, segment_ids, self.impl, kv_segment_ids)
     out = out.reshape(b, l, self.num_heads * self.head_dim)
     return checkpoint_name(self.o_proj(out), "out_proj")
 
@@ -138,6 +150,24 @@ class DecoderLayer(nnx.Module):
     x = x + self.mlp(self.post_attention_layernorm(x))
     return with_logical_constraint(x, ("activation_batch", "activation_length", "activation_embed"))
 
+  def with_kv(self, x: Array, cos: Array, sin: Array, segment_ids: Array | None,
+              cache: tuple[Array, Array, Array] | None = None,
+              kv_segment_ids: Array | None = None) -> tuple[Array, tuple[Array, Array]]:
+    """The layer, also returning this layer's keys and values (B, S, K, H).
+
+    cache: None, or (keys, values, start) of the whole row (B, S, K, H) computed earlier; x is then the
+    window of rows start .. start + L - 1, whose fresh keys/values replace the cached ones there, and its
+    queries attend to all S rows. segment_ids: (B, L) of x's rows; kv_segment_ids: (B, S) of the keys.
+    """
+    q, k, v = self.self_attn.qkv(self.input_layernorm(x), cos, sin)
+    if cache is not None:
+      k_all, v_all, start = cache
+      k = jax.lax.dynamic_update_slice_in_dim(k_all, k.astype(k_all.dtype), start, axis=1)
+      v = jax.lax.dynamic_update_slice_in_dim(v_all, v.astype(v_all.dtype), start, axis=1)
+    x = x + self.self_attn.attend(q, k, v, segment_ids, kv_segment_ids)
+    x = x + self.mlp(self.post_attention_layernorm(x))
+    return x, (k, v)
+
 
 class DreamModel(nnx.Module):
   """The full backbone. Parameters of the decoder layers carry a leading (num_layers,) axis."""
@@ -172,20 +202,58 @@ class DreamModel(nnx.Module):
     inputs_embeds: (B, L, D); positions: (B, L) int; segment_ids: (B, L) int, 0 = padding, None = one
     segment covering the row (full attention). Returns (B, L, D).
     """
-    cfg = self.cfg
-    x = with_logical_constraint(inputs_embeds.astype(_dtype(cfg.dtype)),
-                                ("activation_batch", "activation_length", "activation_embed"))
-    cos, sin = rope_cos_sin(positions, cfg.head_dim, cfg.rope_theta)
+    x, cos, sin = self._prepare(inputs_embeds, positions)
     graphdef, layer_state = nnx.split(self.layers)
 
     def body(h: Array, state) -> tuple[Array, None]:
       return nnx.merge(graphdef, state)(h, cos, sin, segment_ids), None
 
-    policy = REMAT_POLICIES[cfg.remat_policy]
+    policy = REMAT_POLICIES[self.cfg.remat_policy]
     if policy is not None:
       body = jax.checkpoint(body, policy=policy, prevent_cse=False)
     x, _ = jax.lax.scan(body, x, layer_state)
     return self.norm(x)
+
+  def hidden_states_and_kv(self, inputs_embeds: Array, positions: Array, segment_ids: Array | None = None
+                           ) -> tuple[Array, tuple[Array, Array]]:
+    """hidden_states, plus every layer's rotated keys and values (num_layers, B, L, K, H) for a KV cache."""
+    x, cos, sin = self._prepare(inputs_embeds, positions)
+    graphdef, layer_state = nnx.split(self.layers)
+
+    def body(h: Array, state) -> tuple[Array, tuple[Array, Array]]:
+      return nnx.merge(graphdef, state).with_kv(h, cos, sin, segment_ids)
+
+    x, kv = jax.lax.scan(body, x, layer_state)
+    return self.norm(x), kv
+
+  def hidden_states_cached(self, window_embeds: Array, window_positions: Array, start: Array,
+                           kv: tuple[Array, Array], segment_ids: Array | None = None) -> Array:
+    """Recomputes only a window of rows against cached keys/values of the others (approximate KV cache).
+
+    window_embeds: (B, W, D) for rows start .. start + W - 1; window_positions: (B, W); start: int scalar;
+    kv: keys, values (num_layers, B, S, K, H) from hidden_states_and_kv; segment_ids: (B, S) of the whole
+    row or None (full attention). Returns (B, W, D): the window's hidden states, with the window's own
+    keys/values fresh and all other rows' keys/values taken from the cache.
+    """
+    x, cos, sin = self._prepare(window_embeds, window_positions)
+    window_segments = None
+    if segment_ids is not None:
+      window_segments = jax.lax.dynamic_slice_in_dim(segment_ids, start, x.shape[1], axis=1)
+    graphdef, layer_state = nnx.split(self.layers)
+
+    def body(h: Array, xs) -> tuple[Array, None]:
+      state, k_all, v_all = xs
+      layer = nnx.merge(graphdef, state)
+      return layer.with_kv(h, cos, sin, window_segments, (k_all, v_all, start), segment_ids)[0], None
+
+    x, _ = jax.lax.scan(body, x, (layer_state, *kv))
+    return self.norm(x)
+
+  def _prepare(self, inputs_embeds: Array, positions: Array) -> tuple[Array, Array, Array]:
+    x = with_logical_constraint(inputs_embeds.astype(_dtype(self.cfg.dtype)),
+                                ("activation_batch", "activation_length", "activation_embed"))
+    cos, sin = rope_cos_sin(positions, self.cfg.head_dim, self.cfg.rope_theta)
+    return x, cos, sin
 
   def logits(self, hidden: Array) -> Array:
     """hidden: (B, L, D) -> unshifted logits (B, L, V) in the compute dtype."""

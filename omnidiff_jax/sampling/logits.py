@@ -1,0 +1,116 @@
+"""Per-position logit processing, token choice and confidence, in upstream's order.
+
+temperature -> top-p -> top-k -> repetition penalty -> position penalty -> softmax -> token -> confidence.
+All arrays are float32; W is the number of scored positions (the active window), V the vocabulary.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from omnidiff_jax.sampling.schedule import SamplerConfig
+
+Array = jax.Array
+FILL = jnp.finfo(jnp.float32).min  # what upstream writes into filtered logits (not -inf)
+
+
+def top_p_filter(logits: Array, top_p: float) -> Array:
+  """Keeps the smallest prefix of the sorted vocabulary whose mass exceeds top_p (the first always kept).
+
+  The kept set is a prefix of the descending order, so it is every logit >= the last kept one (exact ties
+  with that logit are all kept). logits: (..., V) -> (..., V) with the removed entries set to FILL.
+  """
+  sorted_logits = -jnp.sort(-logits, axis=-1)
+  cumulative = jnp.cumsum(jax.nn.softmax(sorted_logits, axis=-1), axis=-1)
+  num_kept = 1 + jnp.sum(cumulative[..., :-1] <= top_p, axis=-1, keepdims=True)
+  cutoff = jnp.take_along_axis(sorted_logits, num_kept - 1, axis=-1)
+  return jnp.where(logits < cutoff, FILL, logits)
+
+
+def top_k_filter(logits: Array, top_k: int) -> Array:
+  """Removes every logit below the k-th largest. logits: (..., V)."""
+  kth = jax.lax.top_k(logits, min(top_k, logits.shape[-1]))[0][..., -1:]
+  return jnp.where(logits < kth, FILL, logits)
+
+
+def ctrl_penalty(logits: Array, factor: Array) -> Array:
+  """Pushes logits toward 'unlikely': negatives times factor, non-negatives divided by it (factor >= 1)."""
+  return jnp.where(logits < 0, logits * factor, logits / factor)
+
+
+def decoded_ids_present(region: Array, vocab_size: int, mask_id: int, exclude_zero: bool) -> Array:
+  """Which ids are already decoded in each row. region: (B, G) int -> (B, V) bool.
+
+  Upstream fills the prompt region of its canvas with id 0 and then ignores id 0 (exclude_zero reproduces
+  that); the mask id is never counted.
+  """
+  decoded = region != mask_id
+  if exclude_zero:
+    decoded &= region != 0
+  rows = jnp.broadcast_to(jnp.arange(region.shape[0])[:, None], region.shape)
+  return jnp.zeros((region.shape[0], vocab_size), bool).at[rows, region].max(decoded)
+
+
+def position_penalty_table(region_len: int, max_penalty: float, window: int) -> np.ndarray:
+  """Upstream's position-penalty ramp for every masked count N and masked-order index j (host side).
+
+  table[N, j] = 1 + (j - window) / (N - window) * (P - 1) for N > window and j >= window, else 1; computed in
+  float64 and cast to float32 as upstream does (XLA's float32 division is not always correctly rounded, which
+  would flip near-tied confidences). Returns (G + 1, G) float32.
+  """
+  n = np.arange(region_len + 1, dtype=np.float64)[:, None]
+  j = np.arange(region_len, dtype=np.float64)[None, :]
+  with np.errstate(divide="ignore", invalid="ignore"):
+    ramp = (j - window) / (n - window) * (max_penalty - 1.0) + 1.0
+  return np.where((n > window) & (j >= window), ramp, 1.0).astype(np.float32)
+
+
+def position_penalty_factors(masked: Array, table: Array) -> Array:
+  """Per-position factors over the masked positions of each row, taken in sequence order.
+
+  masked: (B, G) bool; table: (G + 1, G) from position_penalty_table. Returns (B, G) float32 (entries at
+  unmasked positions are unused).
+  """
+  j = jnp.maximum(jnp.cumsum(masked, axis=1) - 1, 0)
+  n = jnp.sum(masked, axis=1)
+  return table[n[:, None], j]
+
+
+def process_logits(logits: Array, cfg: SamplerConfig, repeated: Array | None, position_factor: Array | None
+                   ) -> Array:
+  """logits: (B, W, V); repeated: (B, V) bool ids to penalise or None; position_factor: (B, W) or None."""
+  logits = logits.astype(jnp.float32)
+  if cfg.temperature > 0:
+    logits = logits / cfg.temperature
+  if cfg.top_p is not None and cfg.top_p < 1:
+    logits = top_p_filter(logits, cfg.top_p)
+  if cfg.top_k is not None:
+    logits = top_k_filter(logits, cfg.top_k)
+  if repeated is not None:
+    logits = jnp.where(repeated[:, None, :], ctrl_penalty(logits, cfg.repetition_penalty), logits)
+  if position_factor is not None:
+    logits = ctrl_penalty(logits, position_factor[..., None])
+  return logits
+
+
+def choose_tokens(logits: Array, cfg: SamplerConfig, key: Array) -> tuple[Array, Array, Array]:
+  """Token per position and its confidence. logits: processed (B, W, V).
+
+  Returns x0 (B, W) int32, prob (B, W) = p(x0), and confidence (B, W) for cfg.alg: p(x0) (maskgit_plus,
+  origin), p_top1 - p_top2 (topk_margin) or sum p log(p + 1e-10) (entropy, entropy-penalty).
+  """
+  probs = jax.nn.softmax(logits, axis=-1)
+  if cfg.temperature > 0:
+    x0 = jax.random.categorical(key, logits, axis=-1).astype(jnp.int32)
+  else:
+    x0 = jnp.argmax(probs, axis=-1).astype(jnp.int32)
+  prob = jnp.take_along_axis(probs, x0[..., None], axis=-1)[..., 0]
+  if cfg.alg == "topk_margin":
+    top2 = jax.lax.top_k(probs, 2)[0]
+    confidence = top2[..., 0] - top2[..., 1]
+  elif cfg.alg in ("entropy", "entropy-penalty"):
+    confidence = jnp.sum(probs * jnp.log(probs + 1e-10), axis=-1)
+  else:
+    confidence = prob
+  return x0, prob, confidence

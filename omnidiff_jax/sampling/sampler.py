@@ -1,0 +1,286 @@
+"""The jitted denoising loop: every step of every block runs inside one compiled lax.while_loop.
+
+Layout of a model row (length L = P + G): the prompt (left padded to P) then the generation region (G
+positions; mask ids where tokens are to be generated, any other id is kept fixed: inpainting). With CFG the
+model batch holds the B conditional rows followed by B unconditional rows. Each step scores only the active
+window of the region (the block, or the whole region) with Dream's shift: region index g is predicted by the
+model output at row index P + g - 1.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from omnidiff_jax.sampling import logits as logits_lib
+from omnidiff_jax.sampling.schedule import Plan, SamplerConfig, make_plan
+
+Array = jax.Array
+_TRACES = [0]
+
+
+def trace_count() -> int:
+  """How many times the loop has been traced (compiled) in this process; for tests and benchmarks."""
+  return _TRACES[0]
+
+
+@dataclasses.dataclass(frozen=True)
+class Specials:
+  """Token ids the loop needs (static). vocab_size: number of logits."""
+  mask_id: int
+  vocab_size: int
+
+
+@flax.struct.dataclass
+class Rows:
+  """Model-batch inputs that stay fixed over the loop (R = B, or 2B with CFG).
+
+  base_embeds: (R, L, D) prompt embeddings in place, zeros on the region and on padding.
+  region_start: (R,) row index where the region's embeddings go (P for conditional rows).
+  positions: (R, L) int position ids; segment_ids: (R, L) int (0 = padding) or None for full attention.
+  """
+  base_embeds: Array
+  region_start: Array
+  positions: Array
+  segment_ids: Array | None
+
+
+@flax.struct.dataclass
+class Carry:
+  """State of the while loop.
+
+  region: (B, G) current tokens; block: active block index; step: step inside the block; iteration: global
+  step count; kv: cached keys/values (num_layers, R, L, K, H) each, or None; full_forwards / cached_forwards:
+  number of model calls of each kind.
+  """
+  region: Array
+  block: Array
+  step: Array
+  iteration: Array
+  kv: tuple[Array, Array] | None
+  full_forwards: Array
+  cached_forwards: Array
+
+
+@flax.struct.dataclass
+class SampleResult:
+  """tokens: (B, G) the filled region; steps: loop iterations run; full_forwards / cached_forwards: model calls."""
+  tokens: Array
+  steps: Array
+  full_forwards: Array
+  cached_forwards: Array
+
+
+def _row_embeds(model, rows: Rows, region: Array, num_cond: int) -> Array:
+  """(R, L, D): the fixed prompt embeddings with the current region's embeddings put at region_start."""
+  region_embeds = model.embed(region)
+  region_embeds = jnp.concatenate([region_embeds] * (rows.base_embeds.shape[0] // num_cond), axis=0)
+  length, g = rows.base_embeds.shape[1], region.shape[1]
+  offset = jnp.arange(length)[None, :] - rows.region_start[:, None]
+  in_region = (offset >= 0) & (offset < g)
+  gathered = jnp.take_along_axis(region_embeds, jnp.clip(offset, 0, g - 1)[..., None], axis=1)
+  return jnp.where(in_region[..., None], gathered.astype(rows.base_embeds.dtype), rows.base_embeds)
+
+
+def _window_logits(model, cfg: SamplerConfig, rows: Rows, carry: Carry, first_row: Array, window: int,
+                   num_cond: int) -> tuple[Array, tuple[Array, Array] | None, Array, Array]:
+  """Per-position logits (B, W, V) of the region window whose predictions sit at rows first_row.. of the model.
+
+  Returns the logits (CFG-mixed), the KV cache and the updated forward counters.
+  """
+  embeds = _row_embeds(model, rows, carry.region, num_cond)
+
+  def full(_):
+    if cfg.kv_cache:
+      hidden, kv = model.hidden_states_and_kv(embeds, rows.positions, rows.segment_ids)
+    else:
+      hidden, kv = model.hidden_states(embeds, rows.positions, rows.segment_ids), carry.kv
+    return jax.lax.dynamic_slice_in_dim(hidden, first_row, window, axis=1), kv
+
+  def cached(_):
+    # window + 1 rows (first_row + window <= L - 1): the window's last region position gets a fresh key/value.
+    sub = lambda a: jax.lax.dynamic_slice_in_dim(a, first_row, window + 1, axis=1)
+    hidden = model.hidden_states_cached(sub(embeds), sub(rows.positions), first_row, carry.kv, rows.segment_ids)
+    return hidden[:, :window], carry.kv
+
+  if cfg.kv_cache:
+    refresh = carry.step == 0
+    hidden, kv = jax.lax.cond(refresh, full, cached, None)
+    full_forwards = carry.full_forwards + refresh.astype(jnp.int32)
+    cached_forwards = carry.cached_forwards + (~refresh).astype(jnp.int32)
+  else:
+    (hidden, kv), full_forwards, cached_forwards = full(None), carry.full_forwards + 1, carry.cached_forwards
+  logits = model.logits(hidden).astype(jnp.float32)
+  if cfg.cfg_scale > 0:
+    cond, uncond = logits[:num_cond], logits[num_cond:]
+    logits = uncond + (cfg.cfg_scale + 1.0) * (cond - uncond)
+  return logits, kv, full_forwards, cached_forwards
+
+
+def _select(cfg: SamplerConfig, candidates: Array, confidence: Array, prob: Array, t: Array, s: Array,
+            last: Array, key: Array) -> Array:
+  """Which window positions to reveal this step. candidates, confidence, prob: (B, W) -> (B, W) bool."""
+  if cfg.alg == "origin":
+    return candidates & (last | (jax.random.uniform(key, candidates.shape) < 1.0 - s / t))
+  score = jnp.where(candidates, confidence, -jnp.inf)
+  if cfg.alg_temp > 0:
+    score = score / cfg.alg_temp + jnp.where(candidates, jax.random.gumbel(key, score.shape), 0.0)
+  shape = candidates.shape
+  if cfg.mode == "upstream":  # one top-k over the flattened batch, as upstream
+    score, candidates = score.reshape(1, -1), candidates.reshape(1, -1)
+  order = jnp.argsort(-score, axis=-1, stable=True)
+  rank = jnp.argsort(order, axis=-1, stable=True)
+  num_masked = jnp.sum(candidates, axis=-1, keepdims=True)
+  if cfg.threshold is not None:
+    reveal = candidates & ((rank == 0) | (prob.reshape(candidates.shape) >= cfg.threshold) | last)
+  else:
+    k = jnp.floor(num_masked.astype(jnp.float32) * (1.0 - s / t)).astype(jnp.int32)
+    k = jnp.minimum(jnp.maximum(jnp.where(last, num_masked, k), 1), num_masked)
+    reveal = candidates & (rank < k)
+  return reveal.reshape(shape)
+
+
+def _loop(model, rows: Rows, region: Array, key: Array, cfg: SamplerConfig, specials: Specials, plan: Plan,
+          prompt_len: int) -> SampleResult:
+  _TRACES[0] += 1
+  num_cond, g = region.shape
+  window = plan.window
+  starts, ends = jnp.asarray(plan.block_starts), jnp.asarray(plan.block_ends)
+  block_steps, timesteps = jnp.asarray(plan.block_steps), jnp.asarray(plan.timesteps)
+  kv = None
+  if cfg.kv_cache:
+    c = model.cfg
+    shape = (c.num_layers, *rows.positions.shape, c.num_kv_heads, c.head_dim)
+    kv = (jnp.zeros(shape, c.dtype), jnp.zeros(shape, c.dtype))
+  if cfg.position_penalty != 1.0:
+    penalty_table = jnp.asarray(logits_lib.position_penalty_table(g, cfg.position_penalty, cfg.position_window))
+  zero = jnp.zeros((), jnp.int32)
+  init = Carry(region=region, block=zero, step=zero, iteration=zero, kv=kv, full_forwards=zero,
+               cached_forwards=zero)
+
+  def body(carry: Carry) -> Carry:
+    b, i = carry.block, carry.step
+    block_start, block_end = starts[b], ends[b]
+    window_start = jnp.minimum(block_start, g - window)
+    logits, kv, full_forwards, cached_forwards = _window_logits(
+        model, cfg, rows, carry, prompt_len - 1 + window_start, window, num_cond)
+
+    if cfg.mode == "default":  # upstream may "reveal" the mask id itself, leaving the position masked
+      logits = logits.at[..., specials.mask_id].set(logits_lib.FILL)
+    masked = carry.region == specials.mask_id
+    repeated = None
+    if cfg.uses_repetition_penalty:
+      repeated = logits_lib.decoded_ids_present(carry.region, specials.vocab_size, specials.mask_id,
+                                                exclude_zero=cfg.mode == "upstream")
+      if cfg.mode == "upstream":  # upstream has no history before its first step
+        repeated &= carry.iteration > 0
+    position_factor = None
+    if cfg.position_penalty != 1.0:
+      factors = logits_lib.position_penalty_factors(masked, penalty_table)
+      position_factor = jax.lax.dynamic_slice_in_dim(factors, window_start, window, axis=1)
+
+    step_key = jax.random.fold_in(key, carry.iteration)
+    token_key, reveal_key = jax.random.split(step_key)
+    processed = logits_lib.process_logits(logits, cfg, repeated, position_factor)
+    x0, prob, confidence = logits_lib.choose_tokens(processed, cfg, token_key)
+
+    index = window_start + jnp.arange(window)
+    in_block = (index >= block_start) & (index < block_end)
+    window_tokens = jax.lax.dynamic_slice_in_dim(carry.region, window_start, window, axis=1)
+    candidates = (window_tokens == specials.mask_id) & in_block[None]
+    last = i == block_steps[b] - 1
+    reveal = _select(cfg, candidates, confidence, prob, timesteps[b, i], timesteps[b, i + 1], last, reveal_key)
+    window_tokens = jnp.where(reveal, x0, window_tokens)
+    new_region = jax.lax.dynamic_update_slice_in_dim(carry.region, window_tokens, window_start, axis=1)
+
+    block_done = last | ~jnp.any(candidates & ~reveal)
+    return Carry(region=new_region, block=jnp.where(block_done, b + 1, b), step=jnp.where(block_done, 0, i + 1),
+                 iteration=carry.iteration + 1, kv=kv, full_forwards=full_forwards,
+                 cached_forwards=cached_forwards)
+
+  def cond(carry: Carry) -> Array:
+    return carry.block < len(plan.block_steps)
+
+  def skip_filled_blocks(carry: Carry) -> Carry:
+    """Moves past blocks with nothing to generate (fixed by inpainting) without a model call."""
+    def filled(c: Carry) -> Array:
+      index = jnp.arange(g)
+      in_block = (index >= starts[c.block]) & (index < ends[c.block])
+      return (c.block < len(plan.block_steps)) & ~jnp.any((c.region == specials.mask_id) & in_block[None])
+    return jax.lax.while_loop(filled, lambda c: c.replace(block=c.block + 1), carry)
+
+  final = jax.lax.while_loop(cond, lambda c: skip_filled_blocks(body(c)), skip_filled_blocks(init))
+  return SampleResult(tokens=final.region, steps=final.iteration, full_forwards=final.full_forwards,
+                      cached_forwards=final.cached_forwards)
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "cfg", "specials"))
+def _run(graphdef, state, rows: Rows, region: Array, key: Array, *, cfg: SamplerConfig, specials: Specials
+         ) -> SampleResult:
+  model = nnx.merge(graphdef, state)
+  region_len = region.shape[1]
+  prompt_len = rows.base_embeds.shape[1] - region_len
+  return _loop(model, rows, region, key, cfg, specials, make_plan(cfg, region_len), prompt_len)
+
+
+def run(model, cfg: SamplerConfig, rows: Rows, region: Array, key: Array, specials: Specials) -> SampleResult:
+  """Runs the compiled loop. rows: model-batch inputs (see build_rows); region: (B, G) initial region.
+
+  Compiles once per (shapes, cfg, specials, model graph).
+  """
+  graphdef, state = nnx.split(model)
+  return _run(graphdef, state, rows, region, key, cfg=cfg, specials=specials)
+
+
+def _positions(valid: np.ndarray) -> np.ndarray:
+  """Upstream's batched position ids: cumsum(valid) - 1, padding set to 1. valid: (R, L) bool."""
+  return np.where(valid, np.cumsum(valid, axis=1) - 1, 1).astype(np.int32)
+
+
+def build_rows(model, prompt_embeds: Array, prompt_mask: np.ndarray, region_len: int, cfg: SamplerConfig,
+               uncond_embeds: Array | None = None, uncond_mask: np.ndarray | None = None) -> Rows:
+  """Model-batch inputs for B left-padded prompts (and, with CFG, their unconditional prompts).
+
+  prompt_embeds: (B, P, D); prompt_mask: (B, P) bool, True on real tokens (padding on the left);
+  uncond_embeds: (B, Pu, D) and uncond_mask (B, Pu), left padded, required when cfg.cfg_scale > 0.
+  """
+  b, p, d = prompt_embeds.shape
+  prompt_mask = np.asarray(prompt_mask, bool)
+  if prompt_mask.shape != (b, p):
+    raise ValueError(f"prompt_mask has shape {prompt_mask.shape}, expected {(b, p)}")
+  if not prompt_mask[:, -1].all():
+    raise ValueError("prompts must be left padded: the last prompt position of every row must be a real token")
+  length = p + region_len
+  embeds = [jnp.concatenate([prompt_embeds, jnp.zeros((b, region_len, d), prompt_embeds.dtype)], axis=1)]
+  valid = [np.concatenate([prompt_mask, np.ones((b, region_len), bool)], axis=1)]
+  region_start = [np.full((b,), p, np.int32)]
+  if cfg.cfg_scale > 0:
+    if uncond_embeds is None or uncond_mask is None:
+      raise ValueError("cfg_scale > 0 needs unconditional prompts (uncond_ids or uncond_embeds)")
+    pu = uncond_embeds.shape[1]
+    uncond_mask = np.asarray(uncond_mask, bool)
+    if pu > p:
+      raise ValueError(f"the unconditional prompt ({pu}) is longer than the prompt ({p}); pad the prompt")
+    if cfg.cfg_alignment == "region":  # left pad to P: the regions share row indices
+      embeds.append(jnp.concatenate([jnp.zeros((b, p - pu, d), prompt_embeds.dtype), uncond_embeds,
+                                     jnp.zeros((b, region_len, d), prompt_embeds.dtype)], axis=1))
+      valid.append(np.concatenate([np.zeros((b, p - pu), bool), uncond_mask, np.ones((b, region_len), bool)], 1))
+      region_start.append(np.full((b,), p, np.int32))
+    else:  # upstream: [uncond prompt ; region ; zero padding], rows mixed by absolute index
+      if not uncond_mask.all():
+        raise ValueError("cfg_alignment='upstream' takes unpadded unconditional prompts")
+      embeds.append(jnp.concatenate([uncond_embeds, jnp.zeros((b, length - pu, d), prompt_embeds.dtype)], axis=1))
+      valid.append(np.arange(length)[None].repeat(b, 0) < pu + region_len)
+      region_start.append(np.full((b,), pu, np.int32))
+  valid = np.concatenate(valid, axis=0)
+  segment_ids = None if valid.all() else jnp.asarray(valid.astype(np.int32))
+  positions = _positions(valid)
+  if cfg.cfg_scale > 0 and cfg.cfg_alignment == "upstream":
+    positions[b:] = np.arange(length, dtype=np.int32)  # upstream passes no position ids
+  return Rows(base_embeds=jnp.concatenate(embeds, axis=0), region_start=jnp.asarray(np.concatenate(region_start)),
+              positions=jnp.asarray(positions), segment_ids=segment_ids)
