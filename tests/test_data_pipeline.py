@@ -115,6 +115,11 @@ def test_deterministic_and_resumes_exactly(tmp_path, vocab):
   for x, y in zip(first, again):
     for k in x:
       np.testing.assert_array_equal(x[k], y[k])
+  cfg.read_threads, cfg.prefetch = 4, 8  # parallel reads keep the order
+  threaded = batches(iter(pipeline.build(cfg, vocab, seq_len=SEQ_LEN, local_rows=2).dataset), 8)
+  for x, y in zip(first, threaded):
+    np.testing.assert_array_equal(x["input_ids"], y["input_ids"])
+  cfg.read_threads, cfg.prefetch = 1, 0
   cfg.seed = 1
   other = batches(iter(pipeline.build(cfg, vocab, seq_len=SEQ_LEN, local_rows=2).dataset), 8)
   assert any(not np.array_equal(x["input_ids"], y["input_ids"]) for x, y in zip(first, other))
