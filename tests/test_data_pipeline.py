@@ -229,3 +229,23 @@ def test_make_source_gives_local_batches(tmp_path, vocab):
                                                      ("input_ids", "labels", "positions", "segment_ids", "task_ids")}
   with pytest.raises(ValueError, match="not divisible by 3 processes"):
     pipeline.make_source(cfg, process_count=3)
+
+
+def test_iterator_state_through_orbax(tmp_path, vocab):
+  ocp = pytest.importorskip("orbax.checkpoint")
+  path, _ = _write_source(tmp_path, "a", 6, 30, vocab.eos_id, features=True)
+  cfg = _data_cfg({"a": (path, 1.0)}, feature_rows=12)
+  it = iter(pipeline.build(cfg, vocab, seq_len=SEQ_LEN, local_rows=2).dataset)
+  for _ in range(3):
+    next(it)
+  mgr = ocp.CheckpointManager(str(tmp_path / "ckpt"), item_names=("iter",),
+                              item_handlers={"iter": grain.checkpoint.CheckpointHandler()})
+  mgr.save(3, args=ocp.args.Composite(iter=grain.checkpoint.CheckpointSave(it)))
+  mgr.wait_until_finished()
+  expected = [next(it) for _ in range(3)]
+  restored = iter(pipeline.build(cfg, vocab, seq_len=SEQ_LEN, local_rows=2).dataset)
+  mgr.restore(3, args=ocp.args.Composite(iter=grain.checkpoint.CheckpointRestore(restored)))
+  for want in expected:
+    got = next(restored)
+    for k in want:
+      np.testing.assert_array_equal(got[k], want[k])
