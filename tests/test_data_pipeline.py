@@ -213,9 +213,13 @@ def test_stage_mixtures():
     stages.stage_mixture(4)
 
 
-def test_contract_matches_training_tasks():
-  batch = pytest.importorskip("omnidiff_jax.training.batch")
-  assert batch.TASKS == TASKS
+def test_rows_pass_the_training_batch_contract(tmp_path, vocab):
+  contract = pytest.importorskip("omnidiff_jax.training.batch")
+  assert contract.TASKS == TASKS
+  path, _ = _write_source(tmp_path, "a", 3, 20, vocab.eos_id, features=True)
+  batch = next(iter(pipeline.build(_data_cfg({"a": (path, 1.0)}, feature_rows=8), vocab, seq_len=SEQ_LEN,
+                                   local_rows=2).dataset))
+  contract.check_local_batch(batch, 2, SEQ_LEN)
 
 
 def test_make_source_gives_local_batches(tmp_path, vocab):
