@@ -26,8 +26,9 @@ _SEQ_LEN = flags.DEFINE_integer("seq_len", 3072, "Packed row length.")
 _ROWS = flags.DEFINE_integer("rows", 8, "Rows per pipeline batch.")
 _BATCHES = flags.DEFINE_integer("batches", 40, "Timed pipeline batches.")
 _SAMPLES = flags.DEFINE_integer("samples", 400, "Synthetic samples per source.")
+_BINS = flags.DEFINE_integer("bins", 1, "Packing bins (1: upstream's greedy packing).")
 _TRAIN_ROWS = flags.DEFINE_integer("train_rows", 1, "Rows per timed train step.")
-_TRAIN_ITERS = flags.DEFINE_integer("train_iters", 3, "Timed train steps.")
+_TRAIN_ITERS = flags.DEFINE_integer("train_iters", 3, "Timed train steps (0: pipeline only).")
 _ACCEL_TFLOPS = flags.DEFINE_float("accel_tflops", 989.0, "Dense bf16 TFLOP/s of one accelerator (H100 SXM) for "
                                    "the analytic consumption of the 7B model.")
 _MFU = flags.DEFINE_float("mfu", 0.4, "Model FLOPs utilisation assumed for that estimate.")
@@ -65,7 +66,7 @@ def pipeline_throughput(root, vocab):
   from omnidiff_jax.data import pipeline, stages
 
   cfg = stages.data_config(_STAGE.value, root, seq_len=_SEQ_LEN.value, feature_dim=FEATURE_DIM)
-  cfg.read_threads, cfg.prefetch = 1, 16
+  cfg.read_threads, cfg.prefetch, cfg.num_packing_bins = 1, 16, _BINS.value
   it = iter(pipeline.build(cfg, vocab, seq_len=_SEQ_LEN.value, local_rows=_ROWS.value).dataset)
   next(it)  # warm-up: opens shards, starts threads
   wall, cpu, tokens = time.perf_counter(), time.process_time(), 0
@@ -111,11 +112,13 @@ def main(argv):
   with tempfile.TemporaryDirectory() as root:
     write_sources(root, _STAGE.value, _SAMPLES.value, vocab.eos_id)
     data = pipeline_throughput(root, vocab)
-  print(f"stage {_STAGE.value} pipeline, 1 read thread, rows of {_SEQ_LEN.value}: fill {data['fill']:.1%}, "
+  print(f"stage {_STAGE.value} pipeline, {_BINS.value} packing bin(s), 1 read thread, rows of {_SEQ_LEN.value}: fill {data['fill']:.1%}, "
         f"{data['tokens_per_cpu_s']:,.0f} row tokens per CPU-second (per core), {data['tokens_per_s']:,.0f} wall")
-  train = train_step_throughput(_CONFIG.value.model)
-  print(f"train step (forward+backward, {_TRAIN_ROWS.value} x {_SEQ_LEN.value}, whole machine): {train:,.0f} tokens/s")
-  print(f"ratio pipeline per core / train step: {data['tokens_per_cpu_s'] / train:.1f}x")
+  if _TRAIN_ITERS.value:
+    train = train_step_throughput(_CONFIG.value.model)
+    print(f"train step (forward+backward, {_TRAIN_ROWS.value} x {_SEQ_LEN.value}, whole machine): "
+          f"{train:,.0f} tokens/s")
+    print(f"ratio pipeline per core / train step: {data['tokens_per_cpu_s'] / train:.1f}x")
   from configs import omni_7b
   from omnidiff_jax import flops
   per_token = flops.flops_per_token(omni_7b.get_config().model, _SEQ_LEN.value, training=True)

@@ -115,6 +115,11 @@ def test_deterministic_and_resumes_exactly(tmp_path, vocab):
   for x, y in zip(first, again):
     for k in x:
       np.testing.assert_array_equal(x[k], y[k])
+  cfg.read_threads, cfg.prefetch = 4, 8  # parallel reads keep the order
+  threaded = batches(iter(pipeline.build(cfg, vocab, seq_len=SEQ_LEN, local_rows=2).dataset), 8)
+  for x, y in zip(first, threaded):
+    np.testing.assert_array_equal(x["input_ids"], y["input_ids"])
+  cfg.read_threads, cfg.prefetch = 1, 0
   cfg.seed = 1
   other = batches(iter(pipeline.build(cfg, vocab, seq_len=SEQ_LEN, local_rows=2).dataset), 8)
   assert any(not np.array_equal(x["input_ids"], y["input_ids"]) for x, y in zip(first, other))
@@ -208,9 +213,13 @@ def test_stage_mixtures():
     stages.stage_mixture(4)
 
 
-def test_contract_matches_training_tasks():
-  batch = pytest.importorskip("omnidiff_jax.training.batch")
-  assert batch.TASKS == TASKS
+def test_rows_pass_the_training_batch_contract(tmp_path, vocab):
+  contract = pytest.importorskip("omnidiff_jax.training.batch")
+  assert contract.TASKS == TASKS
+  path, _ = _write_source(tmp_path, "a", 3, 20, vocab.eos_id, features=True)
+  batch = next(iter(pipeline.build(_data_cfg({"a": (path, 1.0)}, feature_rows=8), vocab, seq_len=SEQ_LEN,
+                                   local_rows=2).dataset))
+  contract.check_local_batch(batch, 2, SEQ_LEN)
 
 
 def test_make_source_gives_local_batches(tmp_path, vocab):
@@ -224,3 +233,23 @@ def test_make_source_gives_local_batches(tmp_path, vocab):
                                                      ("input_ids", "labels", "positions", "segment_ids", "task_ids")}
   with pytest.raises(ValueError, match="not divisible by 3 processes"):
     pipeline.make_source(cfg, process_count=3)
+
+
+def test_iterator_state_through_orbax(tmp_path, vocab):
+  ocp = pytest.importorskip("orbax.checkpoint")
+  path, _ = _write_source(tmp_path, "a", 6, 30, vocab.eos_id, features=True)
+  cfg = _data_cfg({"a": (path, 1.0)}, feature_rows=12)
+  it = iter(pipeline.build(cfg, vocab, seq_len=SEQ_LEN, local_rows=2).dataset)
+  for _ in range(3):
+    next(it)
+  mgr = ocp.CheckpointManager(str(tmp_path / "ckpt"), item_names=("iter",),
+                              item_handlers={"iter": grain.checkpoint.CheckpointHandler()})
+  mgr.save(3, args=ocp.args.Composite(iter=grain.checkpoint.CheckpointSave(it)))
+  mgr.wait_until_finished()
+  expected = [next(it) for _ in range(3)]
+  restored = iter(pipeline.build(cfg, vocab, seq_len=SEQ_LEN, local_rows=2).dataset)
+  mgr.restore(3, args=ocp.args.Composite(iter=grain.checkpoint.CheckpointRestore(restored)))
+  for want in expected:
+    got = next(restored)
+    for k in want:
+      np.testing.assert_array_equal(got[k], want[k])
