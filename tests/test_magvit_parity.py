@@ -120,3 +120,12 @@ def test_bfloat16_compute_stays_close(golden):
   codes = np.asarray(magvit.codes_from_latents(jnp.asarray(latents)))
   assert (codes == golden["codes"]).mean() > 0.5  # 13 bits per code: any near-zero latent may flip
   assert np.abs(raw - golden["decoded"]).max() < 0.05 * np.abs(golden["decoded"]).max()
+
+
+def test_batch_sharded_encode_matches(model, ours, golden):
+  # Data parallel: images sharded over the batch on every device (8 fake CPU devices) -> sharded codes.
+  mesh = jax.make_mesh((jax.device_count(),), ("data",))
+  images = np.resize(golden["images"], (jax.device_count(), *golden["images"].shape[1:]))
+  codes = magvit.encode(model, jax.device_put(images, jax.sharding.NamedSharding(mesh, jax.P("data"))))
+  assert codes.sharding.spec[0] == "data"
+  np.testing.assert_array_equal(np.asarray(codes)[:3], ours["codes"])

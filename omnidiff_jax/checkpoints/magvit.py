@@ -86,22 +86,26 @@ def to_torch(name: ParamName, value: np.ndarray) -> np.ndarray:
   return value
 
 
+def _check_keys(what: str, expected: Mapping[str, tuple[int, ...]], arrays: Mapping[str, np.ndarray],
+                ignored: tuple[str, ...] = ()) -> None:
+  """Raises one ValueError listing every missing, unexpected (not in `ignored`) and wrong-shaped key."""
+  problems = [f"missing key {k!r} (expected shape {shape})" for k, shape in expected.items() if k not in arrays]
+  problems += [f"unexpected key {k!r} with shape {tuple(np.shape(v))}" for k, v in arrays.items()
+               if k not in expected and k not in ignored]
+  problems += [f"{k}: shape {tuple(np.shape(arrays[k]))}, expected {shape}" for k, shape in expected.items()
+               if k in arrays and tuple(np.shape(arrays[k])) != shape]
+  if problems:
+    raise ValueError(f"{what} does not match the model config ({len(problems)} problems):\n  "
+                     + "\n  ".join(problems))
+
+
 def convert_state_dict(state_dict: Mapping[str, np.ndarray], model_cfg) -> dict[str, np.ndarray]:
   """torch state dict -> {our '/'-joined key: array in our layout}.
 
   Raises one ValueError listing every missing key, unexpected key and wrong-shaped tensor.
   """
   names = param_names(model_cfg)
-  expected = {n.torch_key for n in names}
-  problems = [f"missing key {n.torch_key!r} (expected shape {n.torch_shape})"
-              for n in names if n.torch_key not in state_dict]
-  problems += [f"unexpected key {k!r} with shape {tuple(np.shape(v))}" for k, v in state_dict.items()
-               if k not in expected and k not in IGNORED_KEYS]
-  problems += [f"{n.torch_key}: shape {tuple(np.shape(state_dict[n.torch_key]))}, expected {n.torch_shape}"
-               for n in names if n.torch_key in state_dict and tuple(np.shape(state_dict[n.torch_key])) != n.torch_shape]
-  if problems:
-    raise ValueError(f"MAGVIT-v2 checkpoint does not match the model config ({len(problems)} problems):\n  "
-                     + "\n  ".join(problems))
+  _check_keys("MAGVIT-v2 checkpoint", {n.torch_key: n.torch_shape for n in names}, state_dict, IGNORED_KEYS)
   return {n.key: to_ours(n, np.asarray(state_dict[n.torch_key])) for n in names}
 
 
@@ -159,14 +163,7 @@ def build_model(model_cfg, arrays: Mapping[str, np.ndarray]):
 
   from omnidiff_jax.models import magvit
 
-  names = param_names(model_cfg)
-  problems = [f"missing key {n.key!r} (expected shape {n.shape})" for n in names if n.key not in arrays]
-  problems += [f"unexpected key {k!r}" for k in sorted(set(arrays) - {n.key for n in names})]
-  problems += [f"{n.key}: shape {tuple(arrays[n.key].shape)}, expected {n.shape}"
-               for n in names if n.key in arrays and tuple(arrays[n.key].shape) != n.shape]
-  if problems:
-    raise ValueError(f"MAGVIT-v2 weights do not match the model config ({len(problems)} problems):\n  "
-                     + "\n  ".join(problems))
+  _check_keys("MAGVIT-v2 weights", {n.key: n.shape for n in param_names(model_cfg)}, arrays)
   graphdef, state = nnx.split(nnx.eval_shape(lambda: magvit.MagvitV2(model_cfg, rngs=nnx.Rngs(0))))
   flat = nnx.to_flat_state(state)
   for path, variable in flat:
