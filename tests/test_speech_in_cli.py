@@ -1,4 +1,4 @@
-"""tools/speech_tokenize.py end to end on the tiny fixtures: convert, tokenize, skip bad files."""
+"""tools/speech_tokenize.py end to end on the tiny fixtures: convert, tokenize / encode, skip bad files."""
 import json
 import pathlib
 
@@ -8,9 +8,9 @@ import soundfile
 import torch
 from safetensors.numpy import save_file
 
-from configs import whisper_vq_tiny
+from configs import sensevoice_tiny, whisper_vq_tiny
 from omnidiff_jax.checkpoints import speech_in
-from omnidiff_jax.models import audio_frontend, whisper_vq
+from omnidiff_jax.models import audio_frontend, sensevoice, whisper_vq
 from tools import speech_tokenize
 
 FIXTURES = pathlib.Path(__file__).parent / "fixtures"
@@ -56,7 +56,18 @@ def test_convert_sensevoice_from_model_pt(tmp_path):
   cfg = str(ROOT / "configs" / "sensevoice_tiny.py")
   speech_tokenize.main(["convert", "--kind", "sensevoice", "--config", cfg, "--input", str(tmp_path / "model.pt"),
                         "--output", str(tmp_path / "sv.safetensors")])
-  assert (tmp_path / "sv.safetensors").stat().st_size > 0
+  wave = np.load(FIXTURES / "speech_in_frontends.npz")["wave_b"]
+  soundfile.write(tmp_path / "clip.wav", np.stack([wave, wave], 1), 16000, subtype="FLOAT")   # channels averaged
+  speech_tokenize.main(["sensevoice", "--config", cfg, "--params", str(tmp_path / "sv.safetensors"),
+                        "--output_dir", str(tmp_path), str(tmp_path / "clip.wav")])
+  feats = np.load(tmp_path / "clip_sensevoice.npy")
+  tiny_cfg = sensevoice_tiny.get_config()
+  frontend = audio_frontend.SenseVoiceFrontend(fbank=audio_frontend.FbankOptions(num_mel_bins=8), lfr_m=3, lfr_n=2)
+  encoder = speech_in.abstract(sensevoice.SenseVoiceEncoder, tiny_cfg.encoder)
+  speech_in.load_params(encoder, str(tmp_path / "sv.safetensors"))
+  want = sensevoice.encode_features(encoder, [frontend(wave, 16000)])[0]
+  assert feats.shape == want.shape == (-(-((wave.size - 400) // 160 + 1) // 2) + 4, 32)
+  np.testing.assert_allclose(feats, want, atol=1e-6)
   del sd["encoder.tp_norm.weight"]
   torch.save(sd, tmp_path / "bad.pt")
   with pytest.raises(SystemExit, match="missing encoder.tp_norm.weight"):

@@ -89,6 +89,7 @@ def test_resampled_input_feeds_frontend(ref):
     (np.zeros(1600, np.float32), 0, "sample rate"),
     (np.zeros(100, np.float32), 16000, "too short"),
     (np.array(["a"] * 800), 16000, "dtype"),
+    (np.zeros(1600, np.int16), 16000, "dtype"),
 ])
 def test_bad_audio_errors(wave, rate, match):
   frontend = af.SenseVoiceFrontend(max_seconds=2.0)

@@ -156,3 +156,15 @@ def test_params_roundtrip(tmp_path, vq):
   other_cfg.d_model = 32
   with pytest.raises(speech_in.CheckpointMismatchError, match="in our layout, expected"):
     speech_in.load_params(speech_in.abstract(whisper_vq.WhisperVQEncoder, other_cfg), path)
+
+
+def test_tokenize_segments_and_batches(vq):
+  """Long audio is cut into segments, run in batches and the codes concatenated in order."""
+  from omnidiff_jax.models import audio_frontend
+  _, _, model = vq
+  wave = np.load(FIXTURES / "speech_in_frontends.npz")["wave_a"]               # 1.37 s
+  frontend = audio_frontend.WhisperFrontend(n_mels=16)
+  whole = whisper_vq.tokenize(model, frontend, [wave, wave[:8000]], 16000, segment_seconds=0.5, batch_size=2)
+  pieces = [whisper_vq.tokenize(model, frontend, [wave[s:s + 8000]], 16000)[0] for s in (0, 8000, 16000)]
+  assert whole[0] == pieces[0] + pieces[1] + pieces[2]
+  assert whole[1] == pieces[0] and len(whole[0]) == 7 + 7 + 5

@@ -50,8 +50,8 @@ def validate_waveform(wave, sample_rate: int, *, max_seconds: float | None = Non
   if wave.ndim != 1:
     what = "stereo/multi-channel" if wave.ndim == 2 else f"{wave.ndim}-D"
     raise BadAudioError(f"expected a mono waveform of shape (num_samples,), got {what} shape {wave.shape}")
-  if not (np.issubdtype(wave.dtype, np.floating) or np.issubdtype(wave.dtype, np.integer)):
-    raise BadAudioError(f"expected a float waveform, got dtype {wave.dtype}")
+  if not np.issubdtype(wave.dtype, np.floating):
+    raise BadAudioError(f"expected a float waveform in [-1, 1], got dtype {wave.dtype} (convert PCM first)")
   if wave.size == 0:
     raise BadAudioError("empty waveform (0 samples)")
   if wave.size < min_samples:
@@ -307,6 +307,8 @@ class WhisperFrontend:
 
   def __call__(self, waves: list, sample_rate: int | None = None,
                max_seconds: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    if not len(waves):
+      raise ValueError("no waveforms given")
     rate = self.sample_rate if sample_rate is None else sample_rate
     waves = [to_rate(w, rate, self.sample_rate, max_seconds=max_seconds) for w in waves]
     longest = max(w.shape[0] for w in waves)

@@ -86,11 +86,6 @@ class WhisperVQEncoder(nnx.Module):
     self.layers = make_stack(lambda r: WhisperLayer(cfg, rngs=r), cfg.quantize_position, rngs)
     self.codebook = nnx.Param(nnx.initializers.normal(1.0)(rngs.params(), (cfg.codebook_size, d)))
 
-  @property
-  def frames_per_token(self) -> int:
-    """Mel frames per code (conv stride 2 x pooling)."""
-    return 2 * self.cfg.pooling_kernel_size
-
   def __call__(self, mels: Array, mel_mask: Array) -> tuple[Array, Array]:
     """mels: (B, T, n_mels) with T a multiple of 2 * pooling_kernel_size; mel_mask: (B, T) 1 = valid frame.
 
@@ -127,13 +122,13 @@ _FORWARD = nnx.jit(lambda model, mels, mask: model(mels, mask))
 
 
 def tokenize(model: WhisperVQEncoder, frontend, waves: list, sample_rate: int, *, segment_seconds: float = 30.0,
-             batch_size: int = 128, max_seconds: float | None = None, progress=None) -> list[list[int]]:
+             batch_size: int = 128, max_seconds: float | None = None) -> list[list[int]]:
   """GLM-4-Voice `extract_speech_token`: waveforms -> one list of code ids per waveform.
 
   Each waveform is validated and resampled (BadAudioError on bad input), cut into `segment_seconds` pieces;
   pieces run in batches of `batch_size`, zero-padded to the longest in the batch (rounded up to
   frontend.pad_to_multiple_of samples); the codes under the mask are concatenated per waveform.
-  frontend: an audio_frontend.WhisperFrontend. progress: optional callable(num_segments_done).
+  frontend: an audio_frontend.WhisperFrontend.
   """
   from omnidiff_jax.models.audio_frontend import to_rate
   rate = frontend.sample_rate
@@ -150,6 +145,4 @@ def tokenize(model: WhisperVQEncoder, frontend, waves: list, sample_rate: int, *
     ids, mask = jax.device_get(_FORWARD(model, mels, mel_mask))
     for row, owner in enumerate(owners[start:start + batch_size]):
       codes[owner].extend(ids[row][mask[row].astype(bool)].tolist())
-    if progress is not None:
-      progress(min(batch_size, len(segments) - start))
   return codes
