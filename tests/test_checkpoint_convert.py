@@ -9,7 +9,6 @@ import ml_dtypes
 import numpy as np
 import pytest
 import torch
-from safetensors.numpy import save_file
 from safetensors import safe_open
 
 torch_reference = pytest.importorskip("torch_reference")
