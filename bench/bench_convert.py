@@ -36,10 +36,11 @@ def make_checkpoint(directory: pathlib.Path, hidden: int, layers: int, mlp: int,
   shapes = {"model.embed_tokens.weight": (vocab, hidden)}
   for i in range(layers):
     p = f"model.layers.{i}."
-    shapes.update({p + "self_attn.q_proj.weight": (heads * head_dim, hidden), p + "self_attn.q_proj.bias": (heads * head_dim,),
-                   p + "self_attn.k_proj.weight": (kv_heads * head_dim, hidden), p + "self_attn.k_proj.bias": (kv_heads * head_dim,),
-                   p + "self_attn.v_proj.weight": (kv_heads * head_dim, hidden), p + "self_attn.v_proj.bias": (kv_heads * head_dim,),
-                   p + "self_attn.o_proj.weight": (hidden, heads * head_dim),
+    q, kv = heads * head_dim, kv_heads * head_dim
+    shapes.update({p + "self_attn.q_proj.weight": (q, hidden), p + "self_attn.q_proj.bias": (q,),
+                   p + "self_attn.k_proj.weight": (kv, hidden), p + "self_attn.k_proj.bias": (kv,),
+                   p + "self_attn.v_proj.weight": (kv, hidden), p + "self_attn.v_proj.bias": (kv,),
+                   p + "self_attn.o_proj.weight": (hidden, q),
                    p + "mlp.gate_proj.weight": (mlp, hidden), p + "mlp.up_proj.weight": (mlp, hidden),
                    p + "mlp.down_proj.weight": (hidden, mlp),
                    p + "input_layernorm.weight": (hidden,), p + "post_attention_layernorm.weight": (hidden,)})
@@ -74,7 +75,8 @@ def make_checkpoint(directory: pathlib.Path, hidden: int, layers: int, mlp: int,
 
 _CHILD = {
     "baseline": "import jax, orbax.checkpoint, omnidiff_jax.checkpoints.convert",
-    "hf-to-orbax": "from omnidiff_jax.checkpoints import convert; convert.hf_to_orbax({src!r}, {dst!r}, progress=False)",
+    "hf-to-orbax": ("from omnidiff_jax.checkpoints import convert; "
+                    "convert.hf_to_orbax({src!r}, {dst!r}, progress=False)"),
     "orbax-to-hf": ("from omnidiff_jax.checkpoints import convert; "
                     "convert.orbax_to_hf({src!r}, {dst!r}, max_shard_size='1GB', progress=False)"),
     "naive": """

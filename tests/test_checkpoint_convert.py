@@ -9,7 +9,6 @@ import ml_dtypes
 import numpy as np
 import pytest
 import torch
-from safetensors.numpy import save_file
 from safetensors import safe_open
 
 torch_reference = pytest.importorskip("torch_reference")
@@ -84,8 +83,7 @@ def test_parity_with_transformers_fp32(orbax_dir, reference):
 
 @pytest.mark.parametrize("write_mesh,read_mesh,read_devices", [
     ((2, 2, 2), (1, 2, 4), 8),   # converted sharded, restored with another layout
-    ((2, 2, 2), (1, 4, 1), 4),   # ... onto fewer devices
-    (None, (2, 1, 4), 8),        # converted unsharded, restored sharded
+    (None, (1, 4, 1), 4),        # converted unsharded on 8 devices, restored sharded onto 4
 ])
 def test_restore_onto_different_mesh(tmp_path, hf_dir, reference, write_mesh, read_mesh, read_devices):
   cfg = _tiny()
@@ -173,8 +171,6 @@ def test_expand_vocab(tmp_path):
   src = _dream_like_tiny_dir(tmp_path)
   target = _tiny().vocab
   convert.expand_vocab(src, tmp_path / "a", vocab=target, seed=7, progress=False)
-  convert.expand_vocab(src, tmp_path / "b", vocab=target, seed=7, progress=False)
-  convert.expand_vocab(src, tmp_path / "c", vocab=target, seed=8, progress=False)
   old, _ = load(src)
   new, cfg = load(tmp_path / "a")
   assert cfg.vocab.to_dict() == target.to_dict() and cfg.model.vocab_size == 320
@@ -183,11 +179,12 @@ def test_expand_vocab(tmp_path):
   assert e_new.shape == (320, 128) and h_new.shape == (128, 320)
   np.testing.assert_array_equal(e_new[:224], e_old)
   np.testing.assert_array_equal(h_new[:, :224], h_old)
+  # New rows: N(0, 0.02) from the seed, embedding rows first, then lm_head rows in HF (rows, hidden) order.
+  rng = np.random.default_rng(7)
+  np.testing.assert_array_equal(e_new[224:], rng.normal(0, 0.02, (96, 128)).astype(np.float32))
+  np.testing.assert_array_equal(h_new[:, 224:], rng.normal(0, 0.02, (96, 128)).T.astype(np.float32))
   fresh = np.concatenate([e_new[224:].ravel(), h_new[:, 224:].ravel()])
   assert abs(fresh.std() - 0.02) < 0.002 and abs(fresh.mean()) < 0.002
-  assert not np.allclose(e_new[224:], h_new[:, 224:].T)
-  np.testing.assert_array_equal(np.asarray(load(tmp_path / "b")[0].embed_tokens.embedding.get_value()), e_new)
-  assert not np.array_equal(np.asarray(load(tmp_path / "c")[0].embed_tokens.embedding.get_value()), e_new)
   np.testing.assert_array_equal(np.asarray(new.layers.mlp.up_proj.kernel.get_value()),
                                 np.asarray(old.layers.mlp.up_proj.kernel.get_value()))
 

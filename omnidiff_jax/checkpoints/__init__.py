@@ -6,5 +6,7 @@ loads a checkpoint written by tools/convert_checkpoint.py (or by training) onto 
 orbax_io.load. `load_extra(path)` returns the carried-through Omni weights (SenseVoice encoder, audio
 projector) by HF name. The conversions themselves live in convert.py.
 """
-from omnidiff_jax.checkpoints.orbax_io import load, load_extra  # noqa: F401
-from omnidiff_jax.checkpoints.safetensors_io import CheckpointError  # noqa: F401
+from omnidiff_jax.checkpoints.orbax_io import load, load_extra
+from omnidiff_jax.checkpoints.safetensors_io import CheckpointError
+
+__all__ = ["CheckpointError", "load", "load_extra"]

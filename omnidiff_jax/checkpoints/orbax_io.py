@@ -66,7 +66,7 @@ def write(step_dir: str | os.PathLike, arrays: Iterator[tuple[tuple[str, ...], A
   context.array.saving.use_compression = compress
   context.array.saving.storage_options.chunk_byte_size = chunk_bytes
   try:
-    with context, concurrent.futures.ThreadPoolExecutor(1) as producer:  # reads the next array while one is written
+    with context, concurrent.futures.ThreadPoolExecutor(1) as producer:  # reads ahead while writing
       upcoming = producer.submit(next, arrays, None)
       first = True
       while (item := upcoming.result()) is not None:
@@ -80,7 +80,7 @@ def write(step_dir: str | os.PathLike, arrays: Iterator[tuple[tuple[str, ...], A
     raise
 
 
-def step_dir(path: str | os.PathLike) -> pathlib.Path:
+def resolve_step(path: str | os.PathLike) -> pathlib.Path:
   """Resolves a checkpoint root (latest committed step) or a step directory to the step directory."""
   path = pathlib.Path(path)
   if (path / "_CHECKPOINT_METADATA").is_file():
@@ -102,7 +102,7 @@ def _manager(step: pathlib.Path) -> tuple[ocp.CheckpointManager, int]:
 
 def read_metadata(path: str | os.PathLike) -> dict:
   """The custom metadata dict ({'config': .., 'hf_config': .., ...}) of a checkpoint."""
-  mgr, step = _manager(step_dir(path))
+  mgr, step = _manager(resolve_step(path))
   meta = mgr.metadata(step).custom_metadata or {}
   if meta.get("format") != FORMAT:
     raise ValueError(f"{path}: not an omnidiff_jax checkpoint (custom metadata format {meta.get('format')!r})")
@@ -116,7 +116,7 @@ def read_config(path: str | os.PathLike) -> ml_collections.ConfigDict:
 
 def array_shapes(path: str | os.PathLike) -> dict[tuple[str, ...], tuple[tuple[int, ...], np.dtype]]:
   """{tree path: (shape, stored dtype)} for every array in the checkpoint, from metadata only."""
-  mgr, step = _manager(step_dir(path))
+  mgr, step = _manager(resolve_step(path))
   tree = mgr.item_metadata(step)[STATE].tree
   flat = jax.tree_util.tree_flatten_with_path(tree)[0]
   return {tuple(k.key for k in keypath): (tuple(m.shape), np.dtype(m.dtype)) for keypath, m in flat}
@@ -128,7 +128,7 @@ def restore(path: str | os.PathLike, target: dict) -> dict:
   Leaves with a sharding come back as jax.Arrays placed accordingly; leaves without one as numpy
   arrays. Dtypes are cast to the target's. Arrays not named in `target` are not read.
   """
-  mgr, step = _manager(step_dir(path))
+  mgr, step = _manager(resolve_step(path))
 
   def args(leaf):
     if getattr(leaf, "sharding", None) is None:
