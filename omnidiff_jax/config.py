@@ -61,3 +61,18 @@ def qwen25_7b_config(vocab: ml_collections.ConfigDict) -> ml_collections.ConfigD
   model.param_dtype = "bfloat16"
   model.remat_policy = "full"
   return base_config(vocab, model)
+
+
+def load_config_file(spec: str) -> ml_collections.ConfigDict:
+  """get_config() of a config file, big_vision style: 'configs/magvit.py' or 'configs/magvit.py:tiny'
+  (the part after ':' is passed as get_config's argument)."""
+  import importlib.util
+  import os
+
+  path, _, arg = spec.partition(":")
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"config file {path!r} not found")
+  module_spec = importlib.util.spec_from_file_location(f"_config_{os.path.basename(path)[:-3]}", path)
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  return module.get_config(arg) if arg else module.get_config()

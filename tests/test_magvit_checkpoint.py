@@ -106,3 +106,20 @@ def test_missing_checkpoint_errors(tmp_path, cfg):
     magvit_ckpt.read_state_dict(str(tmp_path))
   with pytest.raises(FileNotFoundError, match="no such checkpoint file"):
     magvit_ckpt.load_magvit(cfg, str(tmp_path / "nope.safetensors"))
+
+
+def test_convert_checkpoint_cli_magvit_subcommand(tmp_path, cfg, state_dict, capsys):
+  from tools import convert_checkpoint
+  src, dst = str(tmp_path / "magvit.safetensors"), str(tmp_path / "ours.safetensors")
+  save_file(state_dict, src)
+  assert convert_checkpoint.main(["magvit", src, dst, "--config", "configs/magvit.py:tiny"]) == 0
+  assert f"converted {len(state_dict)} tensors" in capsys.readouterr().out
+  loaded = _params(magvit_ckpt.load_magvit(cfg, dst))
+  expected = _params(magvit_ckpt.model_from_torch_state_dict(cfg, state_dict))
+  assert all(np.array_equal(loaded[k], expected[k]) for k in expected)
+  broken = dict(state_dict)
+  broken.pop(sorted(broken)[0])
+  save_file(broken, src)
+  assert convert_checkpoint.main(["magvit", src, str(tmp_path / "bad.safetensors"),
+                                  "--config", "configs/magvit.py:tiny"]) == 2
+  assert "problems" in capsys.readouterr().err

@@ -168,3 +168,21 @@ def test_tokenize_segments_and_batches(vq):
   pieces = [whisper_vq.tokenize(model, frontend, [wave[s:s + 8000]], 16000)[0] for s in (0, 8000, 16000)]
   assert whole[0] == pieces[0] + pieces[1] + pieces[2]
   assert whole[1] == pieces[0] and len(whole[0]) == 7 + 7 + 5
+
+
+def test_convert_checkpoint_cli_speech_in_subcommand(tmp_path, vq, capsys):
+  from safetensors.numpy import save_file
+  from tools import convert_checkpoint
+  _, vsd, model = vq
+  src, dst = str(tmp_path / "glm.safetensors"), str(tmp_path / "ours.safetensors")
+  save_file({k: np.ascontiguousarray(v) for k, v in vsd.items()}, src)
+  args = ["speech-in", "--kind", "whisper_vq", src, dst, "--config", "configs/whisper_vq_tiny.py"]
+  assert convert_checkpoint.main(args) == 0
+  fresh = speech_in.abstract(whisper_vq.WhisperVQEncoder, whisper_vq_tiny.get_config().encoder)
+  speech_in.load_params(fresh, dst)
+  got = dict(nnx.to_flat_state(nnx.state(fresh)))
+  for key, var in nnx.to_flat_state(nnx.state(model)):
+    np.testing.assert_array_equal(got[key].get_value(), var.get_value())
+  save_file({k: np.ascontiguousarray(v) for k, v in vsd.items() if "codebook" not in k}, src)
+  assert convert_checkpoint.main(args) == 2
+  assert "codebook.weight" in capsys.readouterr().err

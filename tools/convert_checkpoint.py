@@ -8,6 +8,10 @@
   python tools/convert_checkpoint.py orbax-to-hf /ckpt/omni_orbax /ckpt/omni_hf --max-shard-size 5GB
   # Dream layout (152,064 rows) -> Omni layout (176,264 rows); new rows ~ N(0, 0.02)
   python tools/convert_checkpoint.py expand-vocab /ckpt/dream_orbax /ckpt/dream_omni_vocab --seed 0
+  # Tokenizer networks -> our safetensors parameter files
+  python tools/convert_checkpoint.py magvit ~/magvitv2 magvit.safetensors
+  python tools/convert_checkpoint.py speech-in --kind sensevoice SenseVoiceSmall/model.pt sensevoice.safetensors
+  python tools/convert_checkpoint.py speech-in --kind whisper_vq glm-4-voice-tokenizer/ whisper_vq.safetensors
 
 Adding a subcommand: write one function `def name(parser) -> run`, decorated with `@subcommand("name")`,
 that adds its arguments to `parser` and returns `run(args)`. Its docstring is the --help text.
@@ -16,7 +20,6 @@ JAX is imported only inside `run`, after --cpu-devices has set XLA_FLAGS.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import sys
 from typing import Callable
@@ -33,16 +36,15 @@ def subcommand(name: str):
   return register
 
 
-def load_config(path: str | None):
-  """get_config() of a config file such as configs/omni_7b.py (None -> None)."""
-  if path is None:
+def load_config(spec: str | None):
+  """get_config() of a config file such as configs/omni_7b.py or configs/magvit.py:tiny (None -> None)."""
+  if spec is None:
     return None
-  spec = importlib.util.spec_from_file_location("_convert_config", path)
-  if spec is None or not os.path.isfile(path):
-    raise SystemExit(f"--config {path}: no such config file")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
+  from omnidiff_jax.config import load_config_file
+  try:
+    return load_config_file(spec)
+  except FileNotFoundError as e:
+    raise SystemExit(f"--config: {e}")
 
 
 def make_mesh(spec: str | None):
@@ -112,6 +114,41 @@ def expand_vocab(parser: argparse.ArgumentParser) -> Runner:
   return run
 
 
+CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "configs")
+
+
+@subcommand("magvit")
+def magvit(parser: argparse.ArgumentParser) -> Runner:
+  """showlab/magvitv2 PyTorch checkpoint (file or directory) -> our MAGVIT-v2 safetensors file."""
+  parser.add_argument("src", help="pytorch_model.bin / .safetensors file, or the checkpoint directory")
+  parser.add_argument("dst", help="output .safetensors")
+  parser.add_argument("--config", default=os.path.join(CONFIG_DIR, "magvit.py"), help="MAGVIT config file")
+
+  def run(args):
+    from omnidiff_jax.checkpoints import magvit as magvit_ckpt
+    count = magvit_ckpt.convert_magvit(args.src, args.dst, load_config(args.config).model)
+    print(f"converted {count} tensors: {args.src} -> {args.dst}")
+  return run
+
+
+@subcommand("speech-in")
+def speech_in(parser: argparse.ArgumentParser) -> Runner:
+  """SenseVoiceSmall model.pt / glm-4-voice-tokenizer / Omni projector weights -> our safetensors file."""
+  parser.add_argument("--kind", required=True, choices=("sensevoice", "whisper_vq", "projector"))
+  parser.add_argument("src", help="model.pt, a .safetensors file or a directory of shards")
+  parser.add_argument("dst", help="output .safetensors")
+  parser.add_argument("--config", help="speech config file (default: configs/whisper_vq.py for whisper_vq, "
+                                       "else configs/sensevoice.py)")
+
+  def run(args):
+    from omnidiff_jax.checkpoints import speech_in as speech_in_ckpt
+    default = "whisper_vq.py" if args.kind == "whisper_vq" else "sensevoice.py"
+    cfg = load_config(args.config or os.path.join(CONFIG_DIR, default))
+    speech_in_ckpt.convert_file(args.kind, args.src, args.dst, cfg)
+    print(f"wrote {args.dst}")
+  return run
+
+
 def main(argv: list[str] | None = None) -> int:
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   common = argparse.ArgumentParser(add_help=False)
@@ -129,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
   from omnidiff_jax.checkpoints import CheckpointError
   try:
     runners[args.command](args)
-  except (CheckpointError, FileExistsError, FileNotFoundError) as e:
+  except (CheckpointError, ValueError, FileExistsError, FileNotFoundError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
   return 0

@@ -19,7 +19,6 @@ channels, as upstream does.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import sys
@@ -31,12 +30,11 @@ KINDS = {"sensevoice": "sensevoice.py", "whisper_vq": "whisper_vq.py", "projecto
 
 
 def load_config(path: str):
-  spec = importlib.util.spec_from_file_location("speech_config", path)
-  if spec is None or not os.path.exists(path):
-    raise SystemExit(f"config file not found: {path}")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
+  from omnidiff_jax.config import load_config_file
+  try:
+    return load_config_file(path)
+  except FileNotFoundError as e:
+    raise SystemExit(str(e))
 
 
 def read_wave(path: str, channel_policy: str):
@@ -49,10 +47,7 @@ def read_wave(path: str, channel_policy: str):
 
 def _model(kind: str, cfg, params: str):
   from omnidiff_jax.checkpoints import speech_in
-  from omnidiff_jax.models import audio_adapter, sensevoice, whisper_vq
-  ctor = {"sensevoice": sensevoice.SenseVoiceEncoder, "whisper_vq": whisper_vq.WhisperVQEncoder,
-          "projector": audio_adapter.AudioProjector}[kind]
-  model = speech_in.abstract(ctor, cfg.projector if kind == "projector" else cfg.encoder)
+  model = speech_in.model_for(kind, cfg)
   if params:
     speech_in.load_params(model, params)
   return model
@@ -122,15 +117,10 @@ def cmd_sensevoice(args):
 def cmd_convert(args):
   from omnidiff_jax.checkpoints import speech_in
   cfg = load_config(args.config or os.path.join(CONFIG_DIR, KINDS[args.kind]))
-  model = _model(args.kind, cfg, "")
-  tensors = speech_in.read_checkpoint(args.input)
-  load = {"sensevoice": speech_in.load_sensevoice, "whisper_vq": speech_in.load_whisper_vq,
-          "projector": speech_in.load_projector}[args.kind]
   try:
-    load(model, tensors)
+    speech_in.convert_file(args.kind, args.input, args.output, cfg)
   except speech_in.CheckpointMismatchError as e:
-    raise SystemExit(f"{args.input}: {e}")
-  speech_in.save_params(model, args.output)
+    raise SystemExit(str(e))
   print(f"wrote {args.output}")
 
 

@@ -252,3 +252,27 @@ def load_params(model, path: str) -> None:
   tensors = load_file(path)
   entries = [Entry(p, "/".join(p)) for p in _targets(model)]
   assign(model, convert(entries, tensors, _targets(model), what=path))
+
+
+def model_for(kind: str, cfg):
+  """An abstract (unfilled) 'sensevoice' | 'whisper_vq' | 'projector' module for a speech config."""
+  from omnidiff_jax.models import audio_adapter, sensevoice, whisper_vq
+  ctors = {"sensevoice": sensevoice.SenseVoiceEncoder, "whisper_vq": whisper_vq.WhisperVQEncoder,
+           "projector": audio_adapter.AudioProjector}
+  if kind not in ctors:
+    raise ValueError(f"unknown speech model kind {kind!r}; expected one of {sorted(ctors)}")
+  return abstract(ctors[kind], cfg.projector if kind == "projector" else cfg.encoder)
+
+
+def convert_file(kind: str, src: str, dst: str, cfg) -> None:
+  """PyTorch weights (SenseVoiceSmall model.pt, glm-4-voice-tokenizer, Omni projector) -> our safetensors.
+
+  Raises CheckpointMismatchError naming `src` and listing every missing / unexpected / wrong-shape key.
+  """
+  model = model_for(kind, cfg)
+  load = {"sensevoice": load_sensevoice, "whisper_vq": load_whisper_vq, "projector": load_projector}[kind]
+  try:
+    load(model, read_checkpoint(src))
+  except CheckpointMismatchError as e:
+    raise CheckpointMismatchError(f"{src}: {e}") from None
+  save_params(model, dst)
