@@ -131,3 +131,16 @@ def test_convert_then_decode_to_wav(cfg, tmp_path):
     assert np.isfinite(wav).all() and np.abs(wav).max() > 0
   with pytest.raises(ValueError, match=r"codes\[1\].*\[0, 64\)"):
     decoder.mel([np.arange(3), np.array([70])], key=jax.random.key(0))
+
+
+def test_cli_rejects_bad_codes_with_clear_errors(tmp_path):
+  import subprocess
+  import sys
+  tool = pathlib.Path(__file__).parents[1] / "tools" / "speech_decode.py"
+  (tmp_path / "codes.txt").write_text("1 2 3")
+  (tmp_path / "nested.json").write_text("[[1, 2], [[3]]]")
+  for name, expected in (("codes.txt", "codes.txt: expected a .npy or .json file"),
+                         ("nested.json", "nested.json: row 1 must be a 1-D list of integer codes")):
+    proc = subprocess.run([sys.executable, str(tool), "decode", "--codes", str(tmp_path / name), "--out",
+                           str(tmp_path / "x.wav")], capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0 and expected in proc.stderr, proc.stderr[-2000:]
