@@ -115,7 +115,9 @@ def test_convert_then_decode_to_wav(cfg, tmp_path):
   for name in ("flow", "hift"):
     _, state = _fixture(name)
     torch.save({k: torch.from_numpy(v.astype(np.float32)) for k, v in state.items()}, tmp_path / f"{name}.pt")
-  ckpt.convert(cfg, str(tmp_path / "flow.pt"), str(tmp_path / "hift.pt"), str(tmp_path / "ckpt"))
+  from tools import convert_checkpoint
+  assert convert_checkpoint.main(["speech-decoder", str(tmp_path / "flow.pt"), str(tmp_path / "hift.pt"),
+                                  str(tmp_path / "ckpt"), "--config", "configs/speech_decoder_tiny.py"]) == 0
   decoder = SpeechDecoder.from_checkpoint(cfg, str(tmp_path / "ckpt"), token_bucket=8)
   _, hift_state = _fixture("hift")
   np.testing.assert_allclose(decoder.hift.conv_post.weight[...],

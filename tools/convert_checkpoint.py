@@ -12,6 +12,7 @@
   python tools/convert_checkpoint.py magvit ~/magvitv2 magvit.safetensors
   python tools/convert_checkpoint.py speech-in --kind sensevoice SenseVoiceSmall/model.pt sensevoice.safetensors
   python tools/convert_checkpoint.py speech-in --kind whisper_vq glm-4-voice-tokenizer/ whisper_vq.safetensors
+  python tools/convert_checkpoint.py speech-decoder glm-4-voice-decoder/flow.pt glm-4-voice-decoder/hift.pt decoder/
 
 Adding a subcommand: write one function `def name(parser) -> run`, decorated with `@subcommand("name")`,
 that adds its arguments to `parser` and returns `run(args)`. Its docstring is the --help text.
@@ -146,6 +147,21 @@ def speech_in(parser: argparse.ArgumentParser) -> Runner:
     cfg = load_config(args.config or os.path.join(CONFIG_DIR, default))
     speech_in_ckpt.convert_file(args.kind, args.src, args.dst, cfg)
     print(f"wrote {args.dst}")
+  return run
+
+
+@subcommand("speech-decoder")
+def speech_decoder(parser: argparse.ArgumentParser) -> Runner:
+  """GLM-4-Voice decoder flow.pt + hift.pt -> our {flow,hift}.safetensors (weight norm folded)."""
+  parser.add_argument("flow_pt", help="flow.pt of THUDM/glm-4-voice-decoder")
+  parser.add_argument("hift_pt", help="hift.pt of THUDM/glm-4-voice-decoder")
+  parser.add_argument("out_dir", help="output directory (load with SpeechDecoder.from_checkpoint)")
+  parser.add_argument("--config", default=os.path.join(CONFIG_DIR, "speech_decoder.py"), help="decoder config")
+
+  def run(args):
+    from omnidiff_jax.checkpoints import speech_decoder as speech_decoder_ckpt
+    speech_decoder_ckpt.convert(load_config(args.config), args.flow_pt, args.hift_pt, args.out_dir)
+    print(f"wrote {args.out_dir}/flow.safetensors and hift.safetensors")
   return run
 
 
