@@ -3,8 +3,9 @@
 Both steps: packed rows from the synthetic source, upstream masking (per-token thr, 0.6 x for tail pads),
 bidirectional block-diagonal attention, shifted fp32 cross-entropy averaged per row, clip 1.0, AdamW(0.9,
 0.95, 1e-8, weight decay 0). Reference: transformers Qwen2ForCausalLM (eager attention, 4D bool mask) +
-torch.optim.AdamW. Same config and batches (each framework has its own random initialisation). Steps alternate between the frameworks (same load for both); prints the median step time,
-tokens/s, the ratio and MFU (JAX, when the device's peak is known).
+torch.optim.AdamW. Same config and batches (each framework has its own random initialisation). Steps
+alternate between the frameworks (same load for both); prints the median step time, tokens/s, the ratio and
+MFU (JAX, when the device's peak is known).
 
   python bench/bench_train.py --config configs/tiny.py
   python bench/bench_train.py --config configs/medium.py --rows 4 --seq 256
