@@ -3,7 +3,9 @@
 Both steps: packed rows from the synthetic source, upstream masking (per-token thr, 0.6 x for tail pads),
 bidirectional block-diagonal attention, shifted fp32 cross-entropy averaged per row, clip 1.0, AdamW(0.9,
 0.95, 1e-8, weight decay 0). Reference: transformers Qwen2ForCausalLM (eager attention, 4D bool mask) +
-torch.optim.AdamW. Same config, same initial weights. Prints tokens/s for both, the ratio and MFU.
+torch.optim.AdamW. Same config and batches (each framework has its own random initialisation). Steps
+alternate between the frameworks (same load for both); prints the median step time, tokens/s, the ratio and
+MFU (JAX, when the device's peak is known).
 
   python bench/bench_train.py --config configs/tiny.py
   python bench/bench_train.py --config configs/medium.py --rows 4 --seq 256
@@ -14,6 +16,7 @@ import platform
 import sys
 import time
 
+import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
@@ -24,12 +27,13 @@ _CONFIG = config_flags.DEFINE_config_file(
     "config", os.path.join(os.path.dirname(__file__), "..", "configs", "tiny.py"), "Model config.")
 _ROWS = flags.DEFINE_integer("rows", 8, "Packed rows per step.")
 _SEQ = flags.DEFINE_integer("seq", 256, "Tokens per row.")
-_ITERS = flags.DEFINE_integer("iters", 10, "Timed steps per framework.")
+_ITERS = flags.DEFINE_integer("iters", 10, "Timed steps per framework (alternating; the median is reported).")
 _TORCH = flags.DEFINE_bool("torch", True, "Also time the PyTorch reference step.")
 _MESH = flags.DEFINE_string("mesh", "1,-1,1", "data,fsdp,tensor for the JAX step.")
 
 
-def _jax_step_time(cfg, batches):
+def _jax_step(cfg, batches):
+  """A callable running one jitted step on the next batch (compiled and warmed up) and returning its loss."""
   import jax
   from omnidiff_jax import sharding
   from omnidiff_jax.training import batch as batchlib, train_step
@@ -38,17 +42,19 @@ def _jax_step_time(cfg, batches):
   trainer = train_step.make_trainer(cfg, mesh)
   state = trainer.init()
   device_batches = [batchlib.global_batch(mesh, b, cfg.train.global_rows) for b in batches]
-  for b in device_batches[:2]:  # compile + warm-up
-    state, m = trainer.step(state, b)
-  jax.block_until_ready(m)
-  start = time.perf_counter()
-  for i in range(_ITERS.value):
-    state, m = trainer.step(state, device_batches[2 + i])
-  jax.block_until_ready(m)
-  return (time.perf_counter() - start) / _ITERS.value, float(m["loss"])
+  box = {"state": state, "i": 0}
+
+  def step():
+    box["state"], m = trainer.step(box["state"], device_batches[box["i"] % len(device_batches)])
+    box["i"] += 1
+    return float(m["loss"])  # waits for the step
+
+  step(), step()  # compile + warm-up
+  return step
 
 
-def _torch_step_time(cfg, batches):
+def _torch_step(cfg, batches):
+  """The same for the eager PyTorch reference."""
   import torch
   import torch.nn.functional as F
   import torch_reference
@@ -58,7 +64,11 @@ def _torch_step_time(cfg, batches):
   opt = torch.optim.AdamW(model.parameters(), lr=cfg.optimizer.learning_rate, betas=(0.9, 0.95), eps=1e-8,
                           weight_decay=0.0)
 
-  def step(batch):
+  box = {"i": 0}
+
+  def step():
+    batch = batches[box["i"] % len(batches)]
+    box["i"] += 1
     ids, labels = torch.as_tensor(batch["input_ids"]).long(), torch.as_tensor(batch["labels"]).long()
     seg, pos = torch.as_tensor(batch["segment_ids"]), torch.as_tensor(batch["positions"]).long()
     thr = (1 - 1e-3) * torch.rand(ids.shape) + 1e-3
@@ -78,12 +88,19 @@ def _torch_step_time(cfg, batches):
     return float(loss)
 
   torch.set_num_threads(os.cpu_count())
-  for b in batches[:2]:
-    step(b)
-  start = time.perf_counter()
-  for i in range(_ITERS.value):
-    loss = step(batches[2 + i])
-  return (time.perf_counter() - start) / _ITERS.value, loss
+  step(), step()
+  return step
+
+
+def _interleaved_times(steps: dict, iters: int) -> dict:
+  """Median seconds per step of each framework, timed in alternating rounds so both see the same load."""
+  times = {name: [] for name in steps}
+  for _ in range(iters):
+    for name, step in steps.items():
+      start = time.perf_counter()
+      loss = step()
+      times[name].append((time.perf_counter() - start, loss))
+  return {name: (float(np.median([t for t, _ in v])), v[-1][1]) for name, v in times.items()}
 
 
 def main(argv):
@@ -101,13 +118,14 @@ def main(argv):
       global_rows=_ROWS.value, seq_len=_SEQ.value, warmup_steps=0)
   cfg.data.min_len, cfg.data.max_len = 8, min(64, (_SEQ.value - 40) // 2)
   source = synthetic.make_source(cfg)
-  batches = [next(source) for _ in range(_ITERS.value + 2)]
+  batches = [next(source) for _ in range(_ITERS.value + 2)]  # both frameworks see the same batches
   tokens = _ROWS.value * _SEQ.value
   fpt = flops.flops_per_token(cfg.model, _SEQ.value)
-  results = {"jax (ours, jitted)": _jax_step_time(cfg, batches)}
+  steps = {"jax (ours, jitted)": _jax_step(cfg, batches)}
   if _TORCH.value:
     import torch
-    results["torch (eager)"] = _torch_step_time(cfg, batches)
+    steps["torch (eager)"] = _torch_step(cfg, batches)
+  results = _interleaved_times(steps, _ITERS.value)
   device = jax.devices()[0]
   print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, {device.device_kind}, "
         f"jax {jax.__version__}" + (f", torch {torch.__version__}" if _TORCH.value else ""))

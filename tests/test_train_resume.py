@@ -1,5 +1,6 @@
 """Preemption safety: kill -9 and SIGTERM in mid-training, resume, and the loss trajectory is bit-identical
-to an uninterrupted run (CPU, fixed seeds), with every batch consumed exactly once."""
+to an uninterrupted run (CPU, fixed seeds), with every batch consumed exactly once. Then the next
+curriculum stage starts from the final checkpoint."""
 import signal
 
 import train_subprocess as ts
@@ -40,3 +41,9 @@ def test_kill9_and_sigterm_resume_is_bit_identical(tmp_path):
   final = {r["step"]: r for r in records}
   assert sorted(final) == list(range(1, STEPS + 1))
   assert ts.checkpoint_steps(work)[-1] == STEPS
+
+  # Curriculum: stage 2 in the same workdir starts from stage 1's final parameters (not a fresh init).
+  proc = ts.run(reference, steps=2, cache_dir=cache, stage="stage2")
+  assert "init from " + str(reference / "stage1" / "checkpoints") in proc.stderr
+  stage2 = ts.metrics(reference, "stage2")
+  assert stage2[0]["loss"] < expected[1]["loss"] - 0.5, (stage2[0]["loss"], expected[1]["loss"])

@@ -142,3 +142,16 @@ def test_restore_onto_another_mesh_and_fall_back_from_a_corrupt_checkpoint(tmp_p
   # Step 3 on the 4-device mesh from the restored state gives the loss step 3 had on the 8-device mesh.
   _, losses4 = _run(trainer4, restored, source4, mesh4, cfg, 1)
   np.testing.assert_allclose(losses4, losses8, rtol=1e-5)
+
+
+def test_unreadable_checkpoints_with_nothing_to_fall_back_to_raise(tmp_path):
+  cfg = _cfg()
+  mesh = _mesh(cfg, 1, 8, 1)
+  abstract = train_step.make_trainer(cfg, mesh).abstract_state
+  ckpt = checkpointing.Checkpointer(str(tmp_path), cfg.checkpoint)
+  # A checkpoint written by a different model (a config mismatch) cannot be restored into this one.
+  ckpt.save(1, {"params": {"w": np.zeros(3, np.float32)}}, synthetic.make_source(cfg), {}, force=True)
+  ckpt.wait()
+  with pytest.raises(RuntimeError, match="no earlier one to fall back to"):
+    ckpt.restore_latest(abstract, synthetic.make_source(cfg))
+  ckpt.close()

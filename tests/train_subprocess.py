@@ -11,8 +11,8 @@ TINY_OVERRIDES = ("--config.train.steps={steps}", "--config.checkpoint.save_ever
                   "--config.train.seq_len=48", "--config.data.max_len=8", "--config.metrics.tensorboard=False")
 
 
-def command(workdir, *, steps, cpu_devices=4, extra=()):
-  return [sys.executable, str(ROOT / "tools" / "train.py"), "--config", str(ROOT / "configs" / "stage1.py") + ":tiny",
+def command(workdir, *, steps, cpu_devices=4, stage="stage1", extra=()):
+  return [sys.executable, str(ROOT / "tools" / "train.py"), "--config", str(ROOT / "configs" / stage) + ".py:tiny",
           f"--workdir={workdir}", f"--cpu_devices={cpu_devices}",
           *(o.format(steps=steps) for o in TINY_OVERRIDES), *extra]
 

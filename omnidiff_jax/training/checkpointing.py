@@ -47,15 +47,24 @@ class Checkpointer:
         meta=ocp.args.JsonSave(meta)), force=force)
 
   def restore_latest(self, abstract_state, data_iter) -> tuple[object, int] | None:
-    """(state, step) of the newest readable checkpoint, with data_iter moved to its position; None if none."""
-    for step in sorted(self.manager.all_steps(), reverse=True):
+    """(state, step) of the newest readable checkpoint, with data_iter moved to its position; None if none.
+
+    Only the newest checkpoint may be unreadable (a save cut short by the file system or a crash); if there
+    is no earlier one or it fails too, the cause is more likely a config/code mismatch and this raises.
+    """
+    steps = sorted(self.manager.all_steps(), reverse=True)
+    for attempt, step in enumerate(steps[:2]):
       try:
         restored = self.manager.restore(step, args=ocp.args.Composite(
             state=ocp.args.StandardRestore(abstract_state), data=grain.checkpoint.CheckpointRestore(data_iter)))
         return restored["state"], step
-      except Exception as e:  # noqa: BLE001 - any unreadable checkpoint falls back to the previous one
-        log.warning("checkpoint %s/%d is unreadable (%s: %s); falling back to the previous one",
-                    self.directory, step, type(e).__name__, str(e)[:300])
+      except Exception as e:  # noqa: BLE001 - an unreadable newest checkpoint falls back to the previous one
+        if attempt == 1 or len(steps) == 1:
+          raise RuntimeError(f"checkpoint(s) {steps[:attempt + 1]} under {self.directory} are unreadable and "
+                             "there is no earlier one to fall back to; does the config (model shape, "
+                             "optimizer, frozen parameters) match the run that wrote them?") from e
+        log.warning("checkpoint %s/%d is unreadable (%s: %s); moving it to %d.unreadable and falling back to "
+                    "the previous one", self.directory, step, type(e).__name__, str(e)[:300], step)
         self._move_aside(step)
     return None
 

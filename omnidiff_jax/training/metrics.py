@@ -42,7 +42,8 @@ class MetricLogger:
     self.tokens_per_step, self.peak = tokens, peak_tflops_per_device(cfg.metrics.peak_tflops_per_device)
     self._window_start, self._window_steps = time.perf_counter(), 0
     self._task_sums, self._task_counts = np.zeros(len(TASKS)), np.zeros(len(TASKS))
-    self.last: dict[str, float] = {}
+    self.last: dict[str, float] = {}  # scalars of the newest step
+    self.last_summary: dict[str, float] = {}  # the newest logging window's summary
     if not self.enabled:
       return
     os.makedirs(workdir, exist_ok=True)
@@ -80,6 +81,7 @@ class MetricLogger:
     for task, s, c in zip(TASKS, self._task_sums, self._task_counts):
       if c:
         summary[f"loss/{task}"] = s / c
+    self.last_summary = summary
     if self._writer is not None:
       for k, v in summary.items():
         self._writer.add_scalar(k, v, step)

@@ -44,10 +44,10 @@ class Trainer:
   step: Callable[[Any, dict[str, jax.Array]], tuple[Any, dict[str, jax.Array]]]
 
 
-def _state_fn(cfg: ml_collections.ConfigDict, tx_for: Callable) -> Callable[[], dict]:
+def _state_fn(cfg: ml_collections.ConfigDict, tx: optax.GradientTransformation) -> Callable[[], dict]:
   def init() -> dict:
     params = nnx.state(DreamModel(cfg.model, rngs=nnx.Rngs(cfg.train.seed)), nnx.Param)
-    return dict(params=params, opt_state=tx_for(params).init(params), step=jnp.zeros((), jnp.int32),
+    return dict(params=params, opt_state=tx.init(params), step=jnp.zeros((), jnp.int32),
                 rng=jax.random.key_data(jax.random.key(cfg.train.seed)))
   return init
 
@@ -62,7 +62,7 @@ def make_trainer(cfg: ml_collections.ConfigDict, mesh: Mesh) -> Trainer:
       raise ValueError("the model holds non-parameter state; the trainer only handles nnx.Param")
     param_shardings = nnx.get_named_sharding(abstract_params, mesh)
     tx = optlib.make_optimizer(cfg.optimizer, abstract_params, cfg.train.steps)
-    init = _state_fn(cfg, lambda _: tx)
+    init = _state_fn(cfg, tx)
     abstract = jax.eval_shape(init)
     # mu/nu follow their parameter's sharding; masked (frozen) slots stay empty; counters are replicated.
     opt_shardings = optax.tree_map_params(
