@@ -2,34 +2,38 @@
 
 Stage 1 (visual-language pre-alignment): T2I, image captioning (vqa) and text, LR 1e-4.
 Stage 2 (speech-vision-language joint alignment): stage 1 data + ASR, TTS, speech QA, VQA, LR 1e-4.
-Stage 3 (speech-driven visual interaction): SDVI (spoken VQA, speech-to-image) + all, LR 1e-5.
-Per-stage steps, batch and mixture weights are not published (UNVERIFIED); the defaults follow the released
-SFT script: 128 packed rows of 3072 tokens per step, warmup 3 %.
+Stage 3 (speech-driven visual interaction): SDVI (spoken VQA, speech-to-image) + SQA + VQA, LR 1e-5.
+Sources and weights come from omnidiff_jax.data.stages (the 7B configs read the tokenized ArrayRecord shards
+of each source under DATA_ROOT). Per-stage steps and batch are not published (UNVERIFIED); the defaults follow
+the released SFT script: 128 packed rows of 3072 tokens per step, warmup 3 %.
 
 `get_config('tiny')` gives the tiny model with short rows for CPU runs and tests.
 """
+from omnidiff_jax.data import stages as data_stages
 from omnidiff_jax.training.config import add_training_sections
 
-MIXTURES = {
-    "stage1": {"t2i": 1.0, "vqa": 1.0, "text": 1.0},
-    "stage2": {"t2i": 1.0, "vqa": 1.0, "text": 1.0, "asr": 1.0, "tts": 1.0, "sqa": 1.0},
-    "stage3": {"svqa": 1.0, "s2i": 1.0, "sqa": 1.0, "vqa": 1.0, "text": 1.0, "t2i": 1.0, "asr": 1.0, "tts": 1.0},
-}
 LEARNING_RATES = {"stage1": 1e-4, "stage2": 1e-4, "stage3": 1e-5}
+# Where tools/tokenize_data.py wrote each source's ArrayRecord shards (<root>/<source>/); override with
+# --config.data.sources.<name>.path=...
+DATA_ROOT = "data/tokenized"
 
 
 def stage_config(stage: str, arg: str | None):
   if arg not in (None, "", "tiny"):
     raise ValueError(f"unknown config argument {arg!r}; use ':tiny' or nothing")
+  number = int(stage[-1])
   if arg == "tiny":
+    # Built-in synthetic packed rows with the stage's task mix (no files needed).
     from configs import tiny
     cfg = add_training_sections(tiny.get_config(), stage=stage, learning_rate=LEARNING_RATES[stage] * 30,
-                                mixture=MIXTURES[stage], steps=40, global_rows=8, seq_len=64, warmup_steps=4)
+                                mixture=data_stages.task_mixture(number), steps=40, global_rows=8, seq_len=64,
+                                warmup_steps=4)
     cfg.data.min_len, cfg.data.max_len = 4, 12
     cfg.checkpoint.save_every, cfg.metrics.log_every = 10, 5
     return cfg
   from configs import omni_7b
   cfg = add_training_sections(omni_7b.get_config(), stage=stage, learning_rate=LEARNING_RATES[stage],
-                              mixture=MIXTURES[stage], steps=24_000, global_rows=128, seq_len=3072,
-                              warmup_steps=720)
+                              mixture=data_stages.task_mixture(number), steps=24_000, global_rows=128,
+                              seq_len=3072, warmup_steps=720)
+  cfg.data = data_stages.data_config(number, DATA_ROOT, seq_len=cfg.train.seq_len)
   return cfg

@@ -10,6 +10,7 @@ import soundfile
 from omnidiff_jax.data import packing, pipeline, records, stages
 from omnidiff_jax.data.encode import SampleEncoder
 from omnidiff_jax.data.interfaces import IGNORE_ID, TASKS
+from omnidiff_jax.vocab import VocabLayout
 from tests.fixtures.data.fakes import FakeMediaTokenizer, text_tokenizer_and_layout
 
 SEQ_LEN = 64
@@ -216,10 +217,29 @@ def test_stage_mixtures():
 def test_rows_pass_the_training_batch_contract(tmp_path, vocab):
   contract = pytest.importorskip("omnidiff_jax.training.batch")
   assert contract.TASKS == TASKS
-  path, _ = _write_source(tmp_path, "a", 3, 20, vocab.eos_id, features=True)
-  batch = next(iter(pipeline.build(_data_cfg({"a": (path, 1.0)}, feature_rows=8), vocab, seq_len=SEQ_LEN,
-                                   local_rows=2).dataset))
+  path, _ = _write_source(tmp_path, "a", 3, 20, vocab.eos_id)
+  batch = next(iter(pipeline.build(_data_cfg({"a": (path, 1.0)}), vocab, seq_len=SEQ_LEN, local_rows=2).dataset))
   contract.check_local_batch(batch, 2, SEQ_LEN)
+  # Rows with user-speech feature slots are refused until the train step splices the features.
+  path, _ = _write_source(tmp_path, "b", 3, 20, vocab.eos_id, features=True)
+  batch = next(iter(pipeline.build(_data_cfg({"b": (path, 1.0)}, feature_rows=8), vocab, seq_len=SEQ_LEN,
+                                   local_rows=2).dataset))
+  with pytest.raises(ValueError, match="audio_slots"):
+    contract.check_local_batch(batch, 2, SEQ_LEN)
+
+
+def test_training_loop_runs_on_the_mixture_pipeline(tmp_path):
+  """tools/train.py's loop with data.source='mixture' over tokenized ArrayRecord shards (tiny model)."""
+  from configs import stage1
+  from omnidiff_jax.training import loop
+  cfg = stage1.get_config("tiny")
+  eos = VocabLayout.from_config(cfg.vocab).eos_id
+  paths = {name: _write_source(tmp_path, name, tag, 24, eos)[0] for name, tag in (("t2i", 3), ("text", 0))}
+  cfg.data = _data_cfg({name: (path, 1.0) for name, path in paths.items()})
+  cfg.train.steps, cfg.train.global_rows, cfg.train.seq_len = 2, 8, SEQ_LEN
+  cfg.checkpoint.async_save = False
+  result = loop.train(cfg, str(tmp_path / "run"))
+  assert result["step"] == 2 and np.isfinite(result["loss"])
 
 
 def test_make_source_gives_local_batches(tmp_path, vocab):

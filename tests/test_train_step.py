@@ -155,3 +155,13 @@ def test_unreadable_checkpoints_with_nothing_to_fall_back_to_raise(tmp_path):
   with pytest.raises(RuntimeError, match="no earlier one to fall back to"):
     ckpt.restore_latest(abstract, synthetic.make_source(cfg))
   ckpt.close()
+
+
+def test_batches_with_user_speech_features_are_refused():
+  rows, seq = 2, 8
+  batch = {name: np.zeros((rows, seq), np.int32) for name in batchlib.FIELDS}
+  batchlib.check_local_batch(dict(batch, audio_slots=np.zeros((rows, seq), np.int32)), rows, seq)
+  slots = np.zeros((rows, seq), np.int32)
+  slots[0, 3] = 1
+  with pytest.raises(ValueError, match="does not splice SenseVoice features"):
+    batchlib.check_local_batch(dict(batch, audio_slots=slots), rows, seq)

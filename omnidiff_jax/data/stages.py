@@ -37,6 +37,18 @@ STAGE_SOURCES = {
 USER_SPEECH_SOURCES = ("asr", "sqa", "svqa", "s2i")
 
 
+# The task of each source (for per-task losses and the synthetic stand-in); captioning is a VQA-shaped task.
+SOURCE_TASKS = {name: ("vqa" if name == "caption" else name) for name in SOURCE_SIZES_K}
+
+
+def task_mixture(stage: int) -> dict[str, float]:
+  """{task: weight} of a stage, summing the weights of sources with the same task (synthetic data)."""
+  mixture: dict[str, float] = {}
+  for name, weight in stage_mixture(stage).items():
+    mixture[SOURCE_TASKS[name]] = mixture.get(SOURCE_TASKS[name], 0.0) + weight
+  return mixture
+
+
 def stage_mixture(stage: int) -> dict[str, float]:
   """{source name: weight} of a curriculum stage (1, 2 or 3)."""
   if stage not in STAGE_SOURCES:

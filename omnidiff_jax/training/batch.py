@@ -36,6 +36,10 @@ def check_local_batch(batch: dict[str, np.ndarray], rows: int, seq_len: int) -> 
     if arr.shape != (rows, seq_len) or not np.issubdtype(arr.dtype, np.integer):
       raise ValueError(f"data batch field {name!r}: expected int array of shape {(rows, seq_len)}, "
                        f"got {arr.dtype} {arr.shape}")
+  if "audio_slots" in batch and np.any(batch["audio_slots"]):
+    # Training on them would silently learn from <|context_of_audio|> embeddings instead of the features.
+    raise ValueError("data batch carries user-speech feature rows (audio_slots), but the train step does not "
+                     "splice SenseVoice features into the embeddings yet; train on sources without user speech")
 
 
 def batch_sharding(mesh: Mesh) -> NamedSharding:

@@ -17,7 +17,7 @@ import ml_collections
 import numpy as np
 
 from omnidiff_jax import sharding
-from omnidiff_jax.data import synthetic
+from omnidiff_jax.data import pipeline, synthetic
 from omnidiff_jax.training import batch as batchlib
 from omnidiff_jax.training import checkpointing, metrics as metricslib, train_step
 
@@ -30,9 +30,10 @@ class NonFiniteError(RuntimeError):
 
 def make_data_source(cfg: ml_collections.ConfigDict):
   """This process's iterator of local batches, for cfg.data.source."""
-  if cfg.data.source == "synthetic":
-    return synthetic.make_source(cfg, process_index=jax.process_index(), process_count=jax.process_count())
-  raise ValueError(f"unknown data.source {cfg.data.source!r}; available: 'synthetic'")
+  sources = {"synthetic": synthetic.make_source, "mixture": pipeline.make_source}
+  if cfg.data.source not in sources:
+    raise ValueError(f"unknown data.source {cfg.data.source!r}; available: {sorted(sources)}")
+  return sources[cfg.data.source](cfg, process_index=jax.process_index(), process_count=jax.process_count())
 
 
 def digest(batch: dict[str, np.ndarray]) -> str:
