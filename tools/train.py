@@ -18,6 +18,8 @@ import sys
 from absl import app, flags
 from ml_collections import config_flags
 
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))  # stage configs import the `configs` package
+
 STAGES = ("stage1", "stage2", "stage3")
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -83,5 +85,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
   app.run(main)
