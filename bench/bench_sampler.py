@@ -54,7 +54,7 @@ def main(argv):
       "exact (upstream mode)": exact,
       f"threshold {_THRESHOLD.value}": dataclasses.replace(exact, threshold=_THRESHOLD.value),
       f"kv cache, block {_BLOCK.value}": dataclasses.replace(exact, block_size=_BLOCK.value, kv_cache=True),
-      f"kv cache + threshold": dataclasses.replace(exact, block_size=_BLOCK.value, kv_cache=True,
+      "kv cache + threshold": dataclasses.replace(exact, block_size=_BLOCK.value, kv_cache=True,
                                                    threshold=_THRESHOLD.value),
   }
   print(f"{jax.devices()[0].platform}, params {sharding.param_count(model):,}, prompt {_PROMPT.value}, "

@@ -198,7 +198,8 @@ def _loop(model, rows: Rows, region: Array, key: Array, cfg: SamplerConfig, spec
     window_tokens = jnp.where(reveal, x0, window_tokens)
     new_region = jax.lax.dynamic_update_slice_in_dim(carry.region, window_tokens, window_start, axis=1)
 
-    block_done = last | ~jnp.any(candidates & ~reveal)
+    # Not `candidates & ~reveal`: in upstream mode a position "revealed" as the mask id stays masked.
+    block_done = last | ~jnp.any((window_tokens == specials.mask_id) & in_block[None])
     return Carry(region=new_region, block=jnp.where(block_done, b + 1, b), step=jnp.where(block_done, 0, i + 1),
                  iteration=carry.iteration + 1, kv=kv, full_forwards=full_forwards,
                  cached_forwards=cached_forwards)

@@ -18,7 +18,8 @@ class SamplerConfig:
   """Settings of one compiled sampler; hashable, so it is a static jit argument.
 
   steps: denoising steps over the whole generation region (upstream clamps it to the region length).
-  alg: which confidence decides the reveal order (see ALGORITHMS).
+  alg: which confidence decides the reveal order (see ALGORITHMS). 'origin' reveals each masked position of
+    the active block with probability 1 - s/t (upstream's origin ignores blocks).
   temperature / top_p / top_k: token sampling (temperature 0 = argmax). top_p is applied even at temperature 0,
     as upstream does (it truncates the distribution the entropy confidence sees).
   alg_temp: 0 = take the top-k confidences; > 0 = sample positions without replacement from
