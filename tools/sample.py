@@ -1,10 +1,15 @@
-"""Sample with a task preset: prompt token ids in, text ids / image codes / speech codes out (JSON).
+"""Sample with a task preset: a prompt in, text ids / image codes / speech codes out (JSON), and optionally
+the images as PNG (MAGVIT-v2) and the speech as WAV (GLM-4-Voice decoder).
 
-Today the model is randomly initialised from --config (no checkpoint loader yet); prompts are token ids
-(the ChatML prompt builder is not wired yet).
+The model is a converted checkpoint (--checkpoint, see tools/convert_checkpoint.py) or, without one, a random
+init of --config. The prompt is text formatted with the upstream task template (--text, needs --tokenizer: the
+checkpoint's tokenizer.json) or raw token ids (--prompt_ids; tasks with image or speech inputs).
 
-  python tools/sample.py --task t2i --prompt_ids 12,40,7,99 --config.model.num_layers=2
-  python tools/sample.py --task vqa --prompt_ids "5,6,7;8,9" --steps 16 --out /tmp/vqa.json
+  python tools/sample.py --checkpoint /ckpt/omni_orbax --tokenizer /ckpt/Omni-Diffusion --task t2i \
+      --text "a red bicycle leaning on a wall" --magvit magvit.safetensors --png_dir out/
+  python tools/sample.py --checkpoint /ckpt/omni_orbax --tokenizer /ckpt/Omni-Diffusion --task tts \
+      --text "Hello there." --speech_decoder decoder/ --wav_dir out/
+  python tools/sample.py --task t2i --prompt_ids 12,40,7,99 --config.model.num_layers=2     # random tiny model
   python tools/sample.py --task t2i --prompt_ids 1,2,3 --threshold 0.9 --block_size 32 --kv_cache
 """
 import json
@@ -17,7 +22,16 @@ from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", os.path.join(os.path.dirname(__file__), "..", "configs", "tiny.py"), "Model config (vocab, model).")
-_CHECKPOINT = flags.DEFINE_string("checkpoint", None, "Converted checkpoint to load (not wired yet).")
+_CHECKPOINT = flags.DEFINE_string("checkpoint", None, "Converted Orbax checkpoint (its config replaces --config).")
+_TEXT = flags.DEFINE_multi_string("text", None, "Task text (caption, TTS text, question); repeat for a batch.")
+_TOKENIZER = flags.DEFINE_string("tokenizer", None, "tokenizer.json, or a directory holding it (for --text).")
+_PNG_DIR = flags.DEFINE_string("png_dir", None, "Decode generated image codes to PNGs in this directory.")
+_MAGVIT = flags.DEFINE_string("magvit", None, "MAGVIT-v2 weights for --png_dir (ours or torch); none: random.")
+_MAGVIT_CONFIG = flags.DEFINE_string("magvit_config", "configs/magvit.py", "MAGVIT-v2 config file[:arg].")
+_WAV_DIR = flags.DEFINE_string("wav_dir", None, "Decode generated speech codes to WAVs in this directory.")
+_SPEECH_DECODER = flags.DEFINE_string("speech_decoder", None, "Converted decoder dir for --wav_dir; none: random.")
+_SPEECH_DECODER_CONFIG = flags.DEFINE_string("speech_decoder_config", "configs/speech_decoder.py",
+                                             "Speech decoder config file.")
 _TASK = flags.DEFINE_string("task", "t2i", "Task preset (omnidiff_jax.sampling.presets.PRESETS).")
 _PROMPT_IDS = flags.DEFINE_string(
     "prompt_ids", None, "Prompt token ids: comma-separated, prompts separated by ';' (left padded into a batch).")
@@ -46,13 +60,72 @@ def _parse_ids(text: str, flag: str) -> list[list[int]]:
 
 
 def load_model(cfg, checkpoint: str | None, seed: int):
-  """The model to sample from: the checkpoint when given, else a random init of cfg.model."""
+  """(model, config): the checkpoint and its stored config when given, else a random init of cfg.model."""
   if checkpoint is not None:
-    # To wire once the checkpoints issue lands: `model, cfg = omnidiff_jax.checkpoints.load(checkpoint)`.
-    raise app.UsageError("--checkpoint is not supported yet: checkpoint loading (omnidiff_jax.checkpoints.load) "
-                         "is not in this tree; run without it for a random model from --config")
+    from omnidiff_jax import checkpoints
+    return checkpoints.load(checkpoint)
   from omnidiff_jax import sharding
-  return sharding.create_model(cfg.model, seed=seed)
+  return sharding.create_model(cfg.model, seed=seed), cfg
+
+
+# Sampling presets -> the upstream chat template they use.
+CHAT_TASKS = {"t2i": "t2i", "tts": "tts", "tts_eval": "tts", "vqa": "vqa", "mme": "vqa", "asr": "asr",
+              "asr_eval": "asr", "s2i": "s2i", "svqa": "svqa"}
+
+
+def text_prompts(task: str, texts: list[str], tokenizer_path: str | None, vocab) -> tuple[list[list[int]], int]:
+  """ChatML prompt ids (with the assistant header) of the task template for each text, and the text length
+  in tokens of the first one (TTS eval length rule)."""
+  from omnidiff_jax import chat
+  from omnidiff_jax.vocab import load_tokenizer, verify_tokenizer
+  if tokenizer_path is None:
+    raise app.UsageError("--text needs --tokenizer (the checkpoint's tokenizer.json or its directory)")
+  template = CHAT_TASKS[task]
+  if "<|" in chat.TASKS[template][1]:  # the user turn holds an image or speech placeholder
+    raise app.UsageError(f"task {task} takes an image or speech input: build its prompt ids (tools/tokenize_data.py)"
+                         " and pass --prompt_ids")
+  tokenizer = load_tokenizer(tokenizer_path)
+  verify_tokenizer(vocab, tokenizer_path)
+  prompts = [chat.build_chat(chat.task_messages(template, text), vocab, tokenizer, add_generation_prompt=True)
+             .ids.tolist() for text in texts]
+  return prompts, len(tokenizer.encode(texts[0], add_special_tokens=False).ids)
+
+
+def write_media(task_rows: list[dict], seed: int) -> None:
+  """PNGs of the image codes (--png_dir) and WAVs of the speech codes (--wav_dir), one file per row."""
+  import numpy as np
+
+  from omnidiff_jax.config import load_config_file
+  if _PNG_DIR.value:
+    from omnidiff_jax.checkpoints import magvit as magvit_ckpt
+    from omnidiff_jax.models import image_processing
+    rows = [i for i, r in enumerate(task_rows) if len(r.get("image", []))]
+    mcfg = load_config_file(_MAGVIT_CONFIG.value).model
+    if _MAGVIT.value is None:
+      print("warning: no --magvit weights: decoding with a random MAGVIT-v2", file=sys.stderr)
+    model = magvit_ckpt.load_magvit(mcfg, _MAGVIT.value) if _MAGVIT.value else magvit_ckpt.random_model(mcfg, seed)
+    os.makedirs(_PNG_DIR.value, exist_ok=True)
+    paths = [os.path.join(_PNG_DIR.value, f"sample_{i}.png") for i in rows]
+    if rows:
+      codes = np.stack([np.asarray(task_rows[i]["image"], np.int32) for i in rows])
+      image_processing.decode_to_pngs(model, codes, paths, batch_size=len(rows), desc="MAGVIT-v2 decode")
+    print(f"wrote {len(paths)} PNGs to {_PNG_DIR.value} ({len(task_rows) - len(rows)} rows had no image codes)",
+          file=sys.stderr)
+  if _WAV_DIR.value:
+    from omnidiff_jax.models.speech_decoder.decode import SpeechDecoder, build_models, decode_to_wav
+    rows = [i for i, r in enumerate(task_rows) if len(r.get("speech", []))]
+    dcfg = load_config_file(_SPEECH_DECODER_CONFIG.value)
+    if _SPEECH_DECODER.value:
+      decoder = SpeechDecoder.from_checkpoint(dcfg, _SPEECH_DECODER.value)
+    else:
+      print("warning: no --speech_decoder weights: decoding with a random GLM-4-Voice decoder", file=sys.stderr)
+      decoder = SpeechDecoder(dcfg, *build_models(dcfg, seed=seed))
+    os.makedirs(_WAV_DIR.value, exist_ok=True)
+    paths = [os.path.join(_WAV_DIR.value, f"sample_{i}.wav") for i in rows]
+    if rows:
+      decode_to_wav([np.asarray(task_rows[i]["speech"], np.int32) for i in rows], paths, decoder=decoder, seed=seed)
+    print(f"wrote {len(paths)} WAVs to {_WAV_DIR.value} ({len(task_rows) - len(rows)} rows had no speech codes)",
+          file=sys.stderr)
 
 
 def main(argv):
@@ -62,11 +135,19 @@ def main(argv):
   from omnidiff_jax.sampling import PRESETS, generate_task, split_outputs
   from omnidiff_jax.vocab import VocabLayout
 
-  if _PROMPT_IDS.value is None:
-    raise app.UsageError("give --prompt_ids (comma-separated token ids; ';' between prompts)")
-  cfg = _CONFIG.value
+  if (_PROMPT_IDS.value is None) == (_TEXT.value is None):
+    raise app.UsageError("give either --text (with --tokenizer) or --prompt_ids (comma-separated token ids; "
+                         "';' between prompts)")
+  if _TASK.value not in PRESETS:
+    raise app.UsageError(f"unknown --task {_TASK.value!r}; choose one of {sorted(PRESETS)}")
+  model, cfg = load_model(_CONFIG.value, _CHECKPOINT.value, _SEED.value)
   vocab = VocabLayout.from_config(cfg.vocab)
-  prompts = _parse_ids(_PROMPT_IDS.value, "prompt_ids")
+  text_len = _TEXT_LEN.value
+  if _TEXT.value is not None:
+    prompts, first_text_len = text_prompts(_TASK.value, _TEXT.value, _TOKENIZER.value, vocab)
+    text_len = text_len if text_len is not None else first_text_len
+  else:
+    prompts = _parse_ids(_PROMPT_IDS.value, "prompt_ids")
   uncond = _parse_ids(_UNCOND_IDS.value, "uncond_ids") if _UNCOND_IDS.value else None
   for ids in prompts + (uncond or []):
     bad = [i for i in ids if not 0 <= i < vocab.size]
@@ -77,10 +158,9 @@ def main(argv):
       ("block_size", _BLOCK), ("threshold", _THRESHOLD)] if flag.value is not None}
   if _KV_CACHE.value:
     overrides["kv_cache"] = True
-  model = load_model(cfg, _CHECKPOINT.value, _SEED.value)
   try:
     start = time.perf_counter()
-    result, sampler_cfg = generate_task(model, vocab, _TASK.value, prompt_ids=prompts, text_len=_TEXT_LEN.value,
+    result, sampler_cfg = generate_task(model, vocab, _TASK.value, prompt_ids=prompts, text_len=text_len,
                                         uncond_ids=uncond, seed=_SEED.value, **overrides)
     tokens = np.asarray(result.tokens)
     seconds = time.perf_counter() - start
@@ -92,6 +172,7 @@ def main(argv):
   modalities = PRESETS[_TASK.value].output.split("+")
   rows = [{"tokens": row.tolist(), **{k: v.tolist() for k, v in split_outputs(row, vocab).items() if k in modalities}}
           for row in tokens]
+  write_media(rows, _SEED.value)
   text = json.dumps({"task": _TASK.value, "results": rows})
   if _OUT.value:
     with open(_OUT.value, "w") as f:
