@@ -27,10 +27,12 @@ _TEXT = flags.DEFINE_multi_string("text", None, "Task text (caption, TTS text, q
 _TOKENIZER = flags.DEFINE_string("tokenizer", None, "tokenizer.json, or a directory holding it (for --text).")
 _PNG_DIR = flags.DEFINE_string("png_dir", None, "Decode generated image codes to PNGs in this directory.")
 _MAGVIT = flags.DEFINE_string("magvit", None, "MAGVIT-v2 weights for --png_dir (ours or torch); none: random.")
-_MAGVIT_CONFIG = flags.DEFINE_string("magvit_config", "configs/magvit.py", "MAGVIT-v2 config file[:arg].")
+CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "configs")
+_MAGVIT_CONFIG = flags.DEFINE_string("magvit_config", os.path.join(CONFIG_DIR, "magvit.py"),
+                                     "MAGVIT-v2 config file[:arg].")
 _WAV_DIR = flags.DEFINE_string("wav_dir", None, "Decode generated speech codes to WAVs in this directory.")
 _SPEECH_DECODER = flags.DEFINE_string("speech_decoder", None, "Converted decoder dir for --wav_dir; none: random.")
-_SPEECH_DECODER_CONFIG = flags.DEFINE_string("speech_decoder_config", "configs/speech_decoder.py",
+_SPEECH_DECODER_CONFIG = flags.DEFINE_string("speech_decoder_config", os.path.join(CONFIG_DIR, "speech_decoder.py"),
                                              "Speech decoder config file.")
 _TASK = flags.DEFINE_string("task", "t2i", "Task preset (omnidiff_jax.sampling.presets.PRESETS).")
 _PROMPT_IDS = flags.DEFINE_string(
