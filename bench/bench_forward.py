@@ -7,10 +7,11 @@ mask), same config, same random weights, same CPU. Prints tokens/s for both and 
 import os
 import platform
 import sys
-import time
 
 from absl import app, flags
 from ml_collections import config_flags
+
+from timing import mean_seconds
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
 
@@ -19,14 +20,6 @@ _CONFIG = config_flags.DEFINE_config_file(
 _BATCH = flags.DEFINE_integer("batch", 8, "Rows per forward.")
 _SEQ = flags.DEFINE_integer("seq", 256, "Tokens per row.")
 _ITERS = flags.DEFINE_integer("iters", 10, "Timed forwards per framework.")
-
-
-def _time(fn, iters):
-  fn()  # warm-up / compile
-  start = time.perf_counter()
-  for _ in range(iters):
-    fn()
-  return (time.perf_counter() - start) / iters
 
 
 def main(argv):
@@ -51,8 +44,8 @@ def main(argv):
 
   jax_ids = jnp.asarray(ids)
   forward = nnx.jit(lambda m, x: m(x))
-  t_jax = _time(lambda: forward(ours, jax_ids).block_until_ready(), _ITERS.value)
-  t_torch = _time(lambda: torch_reference.bidirectional_logits(ref, ids), _ITERS.value)
+  t_jax = mean_seconds(lambda: forward(ours, jax_ids).block_until_ready(), _ITERS.value)
+  t_torch = mean_seconds(lambda: torch_reference.bidirectional_logits(ref, ids), _ITERS.value)
   fpt = flops.flops_per_token(cfg, l, training=False)
   print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, jax {jax.__version__}, "
         f"torch {torch.__version__}")

@@ -9,10 +9,11 @@ Upstream's code is not in this repository: extract it first (see tests/magvit_to
 import os
 import platform
 import sys
-import time
 
 from absl import app, flags
 from ml_collections import config_flags
+
+from timing import mean_seconds
 
 sys.path[:0] = [os.path.join(os.path.dirname(__file__), ".."), os.path.join(os.path.dirname(__file__), "..", "tests")]
 
@@ -22,14 +23,6 @@ _UPSTREAM = flags.DEFINE_string("upstream_dir", None, "Directory with upstream's
                                 required=True)
 _BATCH = flags.DEFINE_integer("batch", 2, "Images per call.")
 _ITERS = flags.DEFINE_integer("iters", 3, "Timed calls per framework and direction.")
-
-
-def _time(fn, iters):
-  fn()  # warm-up / compile
-  start = time.perf_counter()
-  for _ in range(iters):
-    fn()
-  return (time.perf_counter() - start) / iters
 
 
 def main(argv):
@@ -57,10 +50,10 @@ def main(argv):
   codes_torch = torch.from_numpy(codes.astype(np.int64))
 
   times = {
-      ("encode", "jax (ours)"): _time(lambda: magvit.encode(ours, images).block_until_ready(), iters),
-      ("encode", "torch (upstream)"): _time(lambda: ref.get_code(images_nchw), iters),
-      ("decode", "jax (ours)"): _time(lambda: magvit.decode(ours, codes).block_until_ready(), iters),
-      ("decode", "torch (upstream)"): _time(lambda: ref.decode_code(codes_torch), iters),
+      ("encode", "jax (ours)"): mean_seconds(lambda: magvit.encode(ours, images).block_until_ready(), iters),
+      ("encode", "torch (upstream)"): mean_seconds(lambda: ref.get_code(images_nchw), iters),
+      ("decode", "jax (ours)"): mean_seconds(lambda: magvit.decode(ours, codes).block_until_ready(), iters),
+      ("decode", "torch (upstream)"): mean_seconds(lambda: ref.decode_code(codes_torch), iters),
   }
   latent_err = np.abs(np.asarray(ours.encode_latents(images)) -
                       ref.encoder(images_nchw).permute(0, 2, 3, 1).numpy()).max()

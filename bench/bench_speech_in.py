@@ -15,19 +15,12 @@ import argparse
 import os
 import platform
 import sys
-import time
+
+from timing import mean_seconds
 
 ROOT = os.path.join(os.path.dirname(__file__), "..")
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "tests", "fixtures"))
-
-
-def _time(fn, iters):
-  fn()  # warm-up / compile
-  start = time.perf_counter()
-  for _ in range(iters):
-    fn()
-  return (time.perf_counter() - start) / iters
 
 
 def _report(name, seconds, t_ours, t_ref):
@@ -46,14 +39,14 @@ def bench_frontends(args, wave):
   ref_frontend = fx.load_funasr_frontend(args.funasr_frontend).WavFrontend(
       fs=16000, window="hamming", n_mels=80, frame_length=25, frame_shift=10, lfr_m=7, lfr_n=6, dither=0.0)
   ours = af.SenseVoiceFrontend()
-  t_ours = _time(lambda: ours(wave, 16000), args.iters)
-  t_ref = _time(lambda: ref_frontend(torch.from_numpy(wave)[None], [wave.size]), args.iters)
+  t_ours = mean_seconds(lambda: ours(wave, 16000), args.iters)
+  t_ref = mean_seconds(lambda: ref_frontend(torch.from_numpy(wave)[None], [wave.size]), args.iters)
   _report("sensevoice front end", args.seconds, t_ours, t_ref)
 
   fe = WhisperFeatureExtractor(feature_size=128)
   ours_w = af.WhisperFrontend()
-  t_ours = _time(lambda: ours_w([wave]), args.iters)
-  t_ref = _time(lambda: fe([wave], sampling_rate=16000, return_attention_mask=True, return_tensors="pt",
+  t_ours = mean_seconds(lambda: ours_w([wave]), args.iters)
+  t_ref = mean_seconds(lambda: fe([wave], sampling_rate=16000, return_attention_mask=True, return_tensors="pt",
                            device="cpu", padding="longest", pad_to_multiple_of=1280), args.iters)
   _report("whisper log-mel (128)", args.seconds, t_ours, t_ref)
   return np.asarray(ours(wave, 16000)), ours_w([wave])
@@ -80,9 +73,9 @@ def bench_sensevoice(args, lfr):
   lengths = torch.tensor([lfr.shape[0]])
   forward = nnx.jit(lambda m, x, l: m(x, l)[0])
   x, l = jnp.asarray(lfr[None]), jnp.asarray([lfr.shape[0]], jnp.int32)
-  t_ours = _time(lambda: forward(ours, x, l).block_until_ready(), args.iters)
+  t_ours = mean_seconds(lambda: forward(ours, x, l).block_until_ready(), args.iters)
   with torch.no_grad():
-    t_ref = _time(lambda: ref.inference_encode(feats, data_lengths=lengths.clone(), device="cpu"), args.iters)
+    t_ref = mean_seconds(lambda: ref.inference_encode(feats, data_lengths=lengths.clone(), device="cpu"), args.iters)
   _report(f"sensevoice encoder ({cfg.num_blocks}+{cfg.tp_blocks})", args.seconds, t_ours, t_ref)
 
 
@@ -112,10 +105,10 @@ def bench_whisper_vq(args, mels):
   feats, mask = mels
   forward = nnx.jit(lambda m, x, k: m(x, k)[0])
   x, k = jnp.asarray(feats), jnp.asarray(mask)
-  t_ours = _time(lambda: forward(ours, x, k).block_until_ready(), args.iters)
+  t_ours = mean_seconds(lambda: forward(ours, x, k).block_until_ready(), args.iters)
   tf, tm = torch.from_numpy(feats).transpose(1, 2).contiguous(), torch.from_numpy(mask).long()
   with torch.no_grad():
-    t_ref = _time(lambda: ref(input_features=tf, attention_mask=tm), args.iters)
+    t_ref = mean_seconds(lambda: ref(input_features=tf, attention_mask=tm), args.iters)
   _report(f"whisper_vq encoder ({n} layers)", args.seconds, t_ours, t_ref)
 
 

@@ -176,9 +176,8 @@ def main(argv: list[str] | None = None) -> int:
     runners[name] = build(sub.add_parser(name, help=build.__doc__, description=build.__doc__, parents=[common]))
   args = parser.parse_args(argv)
   if args.cpu_devices:
-    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
-                               f" --xla_force_host_platform_device_count={args.cpu_devices}")
-    os.environ.setdefault("JAX_PLATFORMS", "cpu")
+    from omnidiff_jax.platform import use_fake_cpu_devices
+    use_fake_cpu_devices(args.cpu_devices)
   from omnidiff_jax.checkpoints import CheckpointError
   try:
     runners[args.command](args)

@@ -23,9 +23,8 @@ _MESH = flags.DEFINE_string("mesh", "2,2,2", "data,fsdp,tensor sizes overriding 
 def main(argv):
   del argv
   if _CPU_DEVICES.value:
-    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
-                               f" --xla_force_host_platform_device_count={_CPU_DEVICES.value}")
-    os.environ.setdefault("JAX_PLATFORMS", "cpu")
+    from omnidiff_jax.platform import use_fake_cpu_devices
+    use_fake_cpu_devices(_CPU_DEVICES.value)
   import jax  # imported after XLA_FLAGS is final
   import jax.numpy as jnp
   import numpy as np

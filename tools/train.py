@@ -61,9 +61,8 @@ def _set_path(cfg, path: str, value) -> None:
 def main(argv):
   del argv
   if _CPU_DEVICES.value:
-    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
-                               f" --xla_force_host_platform_device_count={_CPU_DEVICES.value}")
-    os.environ.setdefault("JAX_PLATFORMS", "cpu")
+    from omnidiff_jax.platform import use_fake_cpu_devices
+    use_fake_cpu_devices(_CPU_DEVICES.value)
   logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
   logging.getLogger("absl").setLevel(logging.WARNING)  # Orbax's per-file INFO lines
   runs = stage_configs()
