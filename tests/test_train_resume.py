@@ -5,7 +5,8 @@ import signal
 
 import train_subprocess as ts
 
-STEPS = 10
+# Enough steps that the SIGTERM below lands mid-run even on an idle machine (tiny steps take ~20 ms).
+STEPS = 40
 
 
 def test_kill9_and_sigterm_resume_is_bit_identical(tmp_path):

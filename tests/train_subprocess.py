@@ -61,7 +61,7 @@ def wait_for_step(proc, workdir, step, timeout=240):
       return
     if proc.poll() is not None:
       raise AssertionError(f"training exited early ({proc.returncode}): {proc.stderr.read()[-4000:]}")
-    time.sleep(0.2)
+    time.sleep(0.02)
   proc.kill()
   raise AssertionError(f"step {step} not reached in {timeout}s")
 
