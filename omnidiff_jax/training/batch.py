@@ -20,8 +20,9 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-# Task ids used for per-task loss logging (upstream trainer: loss_tqa, loss_asr, ...).
-TASKS = ("text", "asr", "tts", "t2i", "s2i", "svqa", "sqa", "vqa")
+# TASKS: task ids for per-task loss logging (upstream trainer: loss_tqa, loss_asr, ...), shared with data/.
+from omnidiff_jax.data.interfaces import TASKS  # noqa: F401  (re-exported)
+
 FIELDS = ("input_ids", "labels", "positions", "segment_ids", "task_ids")
 BATCH_AXES = ("data", "fsdp")  # mesh axes the rows are split over
 

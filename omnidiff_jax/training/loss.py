@@ -32,9 +32,9 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-Array = jax.Array
+from omnidiff_jax.data.interfaces import IGNORE_ID  # label of non-targets (HF ignore_index)
 
-IGNORE_ID = -100  # label of positions that are not targets (HF ignore_index)
+Array = jax.Array
 
 
 class Corruption(NamedTuple):
