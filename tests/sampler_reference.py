@@ -40,8 +40,10 @@ def sharpen(model, scale: float = 6.0):
   return model
 
 
-def _top_p(logits, p):
-  sorted_logits, order = torch.sort(logits, descending=True)
+def _top_p(logits, p, stable=False):
+  """Upstream's top-p. Its tie order is torch's default (unstable, implementation-defined) sort; stable=True
+  puts ties in index order, the order omnidiff_jax keeps them in."""
+  sorted_logits, order = torch.sort(logits, descending=True, stable=stable)
   cumulative = torch.cumsum(F.softmax(sorted_logits, dim=-1), dim=-1)
   remove = cumulative > p
   remove[..., 1:] = remove[..., :-1].clone()

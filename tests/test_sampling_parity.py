@@ -107,10 +107,18 @@ def test_timesteps_bit_identical_to_torch_linspace():
 
 
 # Near p the decision can differ where the float32 cumulative mass rounds differently (torch accumulates its
-# CPU cumsum in double); these random rows have no such boundary case.
+# CPU cumsum in double); these rows have no such boundary case. Ties at the cutoff are kept in index order
+# (torch's stable sort; upstream's default sort leaves their order implementation-defined).
 @pytest.mark.parametrize("top_p", [0.3, 0.9])
 def test_top_p_filter_matches_reference(top_p):
   from omnidiff_jax.sampling.logits import top_p_filter
-  logits = np.random.default_rng(5).normal(0, 3, (64, 320)).astype(np.float32)
-  want = sampler_reference._top_p(torch.as_tensor(logits), top_p).numpy()
+  rng = np.random.default_rng(5)
+  logits = rng.normal(0, 3, (64, 320)).astype(np.float32)
+  logits[:8] = np.round(logits[:8])  # many exact ties, also at the cutoff
+  logits[8] = -60.0
+  logits[8, :313] = 0.0              # a flat row of 313 tied entries (top_p * 313 is not a boundary)
+  logits[9, ::2] = np.finfo(np.float32).min  # entries already filtered (FILL), half the row
+  logits[10] *= 1e3                  # a near one-hot row (only the top entry kept)
+  logits[11] -= 1e4                  # all negative: the int32 order keys of negative floats
+  want = sampler_reference._top_p(torch.as_tensor(logits), top_p, stable=True).numpy()
   np.testing.assert_array_equal(np.asarray(top_p_filter(jnp.asarray(logits), top_p)), want)

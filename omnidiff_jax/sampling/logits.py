@@ -15,17 +15,48 @@ Array = jax.Array
 FILL = jnp.finfo(jnp.float32).min  # what upstream writes into filtered logits (not -inf)
 
 
+def _order_key(x: Array) -> Array:
+  """float32 -> int32 with the same order (NaN-free input): flips the magnitude bits of negative floats."""
+  bits = jax.lax.bitcast_convert_type(x, jnp.int32)
+  return jnp.where(bits < 0, bits ^ jnp.int32(0x7FFFFFFF), bits)
+
+
 def top_p_filter(logits: Array, top_p: float) -> Array:
   """Keeps the smallest prefix of the sorted vocabulary whose mass exceeds top_p (the first always kept).
 
-  The kept set is a prefix of the descending order, so it is every logit >= the last kept one (exact ties
-  with that logit are all kept). logits: (..., V) -> (..., V) with the removed entries set to FILL.
+  Upstream sorts (ties in index order) and keeps sorted entry k while the mass of the entries before it is
+  <= top_p. Without a sort (one of (W, V) dominates a CPU sampler step): the last kept value is the smallest
+  logit x whose strictly-greater mass S(x) <= top_p, found exactly by a 32-step bisection over the float
+  order (int32 keys), since S falls as x grows. Of the entries tied at x, the first n in index order are kept,
+  n = 1 + #{j >= 1: S(x) + j p(x) <= top_p} (bf16 logits tie often). Only rounding differs from upstream's
+  cumsum (the masses are summed in another order).
+  logits: (..., V) -> (..., V) with the removed entries set to FILL.
   """
-  sorted_logits = -jnp.sort(-logits, axis=-1)
-  cumulative = jnp.cumsum(jax.nn.softmax(sorted_logits, axis=-1), axis=-1)
-  num_kept = 1 + jnp.sum(cumulative[..., :-1] <= top_p, axis=-1, keepdims=True)
-  cutoff = jnp.take_along_axis(sorted_logits, num_kept - 1, axis=-1)
-  return jnp.where(logits < cutoff, FILL, logits)
+  probs = jax.nn.softmax(logits, axis=-1)
+  keys = _order_key(logits)
+
+  def mass_above(key: Array) -> Array:
+    return jnp.sum(jnp.where(keys > key, probs, 0.0), axis=-1, keepdims=True)
+
+  def halve(_, bounds):  # invariant: the answer is in [lo, hi] and S(hi) <= top_p
+    lo, hi = bounds
+    mid = (lo >> 1) + (hi >> 1) + (lo & hi & 1)  # floor((lo + hi) / 2) without int32 overflow
+    fits = mass_above(mid) <= top_p
+    return jnp.where(fits, lo, mid + 1), jnp.where(fits, mid, hi)
+
+  bounds = (jnp.min(keys, axis=-1, keepdims=True), jnp.max(keys, axis=-1, keepdims=True))
+  _, smallest_fitting = jax.lax.fori_loop(0, 32, halve, bounds)
+  cutoff_key = jnp.min(jnp.where(keys >= smallest_fitting, keys, jnp.iinfo(jnp.int32).max), axis=-1,
+                       keepdims=True)
+  tied = keys == cutoff_key
+  tie_prob = jnp.max(jnp.where(tied, probs, 0.0), axis=-1, keepdims=True)
+  num_tied = jnp.sum(tied, axis=-1, keepdims=True)
+  headroom = (top_p - mass_above(cutoff_key)) / jnp.maximum(tie_prob, jnp.finfo(jnp.float32).tiny)
+  num_tied_kept = jnp.clip(jnp.floor(headroom).astype(jnp.int32) + 1, 1, num_tied)
+  tie_rank = jax.lax.cond(jnp.any(num_tied_kept < num_tied), lambda: jnp.cumsum(tied, axis=-1) - 1,
+                          lambda: jnp.zeros(tied.shape, jnp.int32))
+  keep = (keys > cutoff_key) | (tied & (tie_rank < num_tied_kept))
+  return jnp.where(keep, logits, FILL)
 
 
 def top_k_filter(logits: Array, top_k: int) -> Array:
