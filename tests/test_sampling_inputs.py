@@ -147,6 +147,10 @@ def test_missing_or_wrong_inputs_are_named(tmp_path, setup):
     inputs.check_inputs("vqa", texts=["q"])
   with pytest.raises(ValueError, match="unexpected text"):
     inputs.check_inputs("asr", texts=["q"], wavs=[_wav(tmp_path / "c.wav", 0.1, 0)])
+  with pytest.raises(ValueError, match=r"row 0: features of shape \(1, 5\) for 1 slots; expected \(1, 48\)"):
+    embed_prompts(model, [[1, 2, 3]], vocab.pad_id, [np.zeros((1, 5))], [[1]])
+  with pytest.raises(ValueError, match="slot positions must increase"):
+    embed_prompts(model, [[1, 2, 3]], vocab.pad_id, [np.zeros((2, 48))], [[2, 1]])
   with pytest.raises(ValueError, match="one of each input per batch row"):
     inputs.check_inputs("svqa", wavs=[str(tmp_path / "c.wav")] * 2, images=[str(tmp_path / "c.wav")])
 
