@@ -45,7 +45,7 @@ _TEXT = flags.DEFINE_multi_string("text", None, "Task text (caption, TTS text, q
 _IMAGE = flags.DEFINE_multi_string("image", None, "Image file (vqa, mme, svqa); repeat for a batch.")
 _WAV = flags.DEFINE_multi_string("wav", None, "User speech file (asr, asr_eval, s2i, svqa); repeat for a batch.")
 _TOKENIZER = flags.DEFINE_string("tokenizer", None, "tokenizer.json, or a directory holding it (for the inputs).")
-_IMAGE_RES = flags.DEFINE_integer("image_resolution", 512, "Side of input images before MAGVIT-v2 (upstream: 512).")
+_IMAGE_RES = flags.DEFINE_integer("image_resolution", None, "Side of input images for MAGVIT-v2 (default: 512).")
 _MAGVIT = flags.DEFINE_string("magvit", None, "MAGVIT-v2 weights (ours / torch) for --image, --png_dir; none: random.")
 _MAGVIT_CONFIG = flags.DEFINE_string("magvit_config", os.path.join(CONFIG_DIR, "magvit.py"),
                                      "MAGVIT-v2 config file[:arg].")

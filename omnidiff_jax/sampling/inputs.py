@@ -11,11 +11,12 @@ after the task's system turn (s2i, svqa), in ChatML with the generation prompt, 
   Image: `process_images_with_subpatch(path, 512)`, i.e. upstream's image_transform at 512 px (a user image,
     data.encode.IMAGE_RESOLUTION['user']) -> 32 x 32 = 1024 MAGVIT-v2 codes, expanded as
     <|begin_of_image|> <|image_c|>... <|end_of_image|>.
-  Speech (`add_audio_input_contiguous`): torchaudio load, channels averaged, resampled to 16 kHz, WavFrontend
-    (fbank + LFR + CMVN) -> in the model the frozen SenseVoice encoder (T_lfr + 4 rows) and the projector, whose
+  Speech (`add_audio_input_contiguous`): torchaudio load, channels averaged, resampled to 16 kHz (torchaudio's
+    sinc method: audio_frontend.resample), WavFrontend (fbank + LFR + CMVN) -> in the model the frozen SenseVoice encoder (T_lfr + 4 rows) and the projector, whose
     rows overwrite the embeddings of the <|context_of_audio|> x (T_lfr + 4) slots.
   CFG (s2i, cfg 2.0; generation_utils.py, task 'S2I'): the unconditional prompt is the system turn, an empty
-    user turn and the generation prompt. Upstream's T2I demo runs with cfg 0, so t2i gets none automatically.
+    user turn and the generation prompt. Upstream's T2I demo runs with cfg 0 (its generate() would use random
+    caption ids), so t2i gets none here: with a cfg_scale override pass uncond_ids to presets.generate_task.
 """
 from __future__ import annotations
 
@@ -43,9 +44,9 @@ TASK_INPUTS = {"t2i": ("text",), "tts": ("text",), "tts_eval": ("text",), "vqa":
 # Sampling presets -> the omnidiff_jax.chat template they use.
 CHAT_TASKS = {"t2i": "t2i", "tts": "tts", "tts_eval": "tts", "vqa": "vqa", "mme": "vqa", "asr": "asr",
               "asr_eval": "asr", "s2i": "s2i", "svqa": "svqa"}
-# User turns where upstream's inference differs from its training template (see the module docstring).
+# User turns where upstream's inference (tools/inference.py run_infer: message + "\n<|audio|>", message "" for
+# S2I) differs from the training template (omnidiff_jax.chat.TASKS).
 INFERENCE_USER_TURNS = {"s2i": "\n<|audio|>"}
-USER_IMAGE_RESOLUTION = 512  # = omnidiff_jax.data.encode.IMAGE_RESOLUTION['user']
 
 
 def check_inputs(task: str, texts: Sequence[str] | None = None, images: Sequence[str] | None = None,
@@ -58,8 +59,7 @@ def check_inputs(task: str, texts: Sequence[str] | None = None, images: Sequence
   wanted = TASK_INPUTS[task]
   missing, extra = [n for n in wanted if n not in given], [n for n in given if n not in wanted]
   if missing or extra:
-    problems = ([f"missing {', '.join(missing)}"] if missing else []) + ([f"unexpected {', '.join(extra)}"]
-                                                                          if extra else [])
+    problems = [f"missing {', '.join(missing)}"] * bool(missing) + [f"unexpected {', '.join(extra)}"] * bool(extra)
     raise ValueError(f"task {task} takes {' + '.join(wanted)} (one of each per batch row): {'; '.join(problems)}")
   counts = {name: len(values) for name, values in given.items()}
   if len(set(counts.values())) != 1:
@@ -141,10 +141,13 @@ def load_image_tokenizer(config_spec: str, weights: str | None = None, seed: int
   return magvit_ckpt.load_magvit(model_cfg, weights)
 
 
-def encode_images(image_tokenizer, paths: Sequence[str], vocab: VocabLayout,
-                  resolution: int = USER_IMAGE_RESOLUTION) -> np.ndarray:
-  """Image files -> MAGVIT-v2 codes (N, (resolution / f) ** 2) int32, checked against the vocabulary."""
+def encode_images(image_tokenizer, paths: Sequence[str], vocab: VocabLayout, resolution: int | None = None
+                  ) -> np.ndarray:
+  """Image files -> MAGVIT-v2 codes (N, (resolution / f) ** 2) int32, checked against the vocabulary.
+  resolution: the square side after resize + center crop; None = a user image's (512 -> 1024 codes)."""
+  from omnidiff_jax.data.encode import IMAGE_RESOLUTION
   from omnidiff_jax.models import image_processing
+  resolution = IMAGE_RESOLUTION["user"] if resolution is None else resolution
   codes = image_processing.encode_files(image_tokenizer, paths, resolution, batch_size=min(len(paths), 8))
   if codes.max() >= vocab.num_image_codes:
     raise ValueError(f"MAGVIT-v2 codes of {', '.join(paths)} reach {codes.max()}, but the vocabulary has "
@@ -184,12 +187,12 @@ def uncond_prompt(task: str, vocab: VocabLayout, tokenizer: tokenizers.Tokenizer
 def build_prompts(task: str, vocab: VocabLayout, tokenizer: tokenizers.Tokenizer, *,
                   texts: Sequence[str] | None = None, images: Sequence[str] | None = None,
                   wavs: Sequence[str] | None = None, image_tokenizer=None, speech_encoder: SpeechEncoder | None = None,
-                  image_resolution: int = USER_IMAGE_RESOLUTION, cfg_scale: float | None = None) -> Prompts:
+                  image_resolution: int | None = None, cfg_scale: float | None = None) -> Prompts:
   """Prompts of a batch: one text / image file / speech file per row, as TASK_INPUTS[task] lists.
 
-  image_tokenizer: a MagvitV2 (load_image_tokenizer) for images; speech_encoder: a SpeechEncoder
-  (load_speech_encoder) for speech. cfg_scale: the sampler's (None: the preset's); with cfg_scale > 0 tasks
-  whose preset has an upstream unconditional prompt (s2i) get one.
+  image_tokenizer: a MagvitV2 (load_image_tokenizer) for images, encoded at image_resolution (None: upstream's
+  512 px); speech_encoder: a SpeechEncoder (load_speech_encoder) for speech. cfg_scale: the sampler's (None:
+  the preset's); with cfg_scale > 0 tasks whose preset has an upstream unconditional prompt (s2i) get one.
   """
   batch = check_inputs(task, texts, images, wavs)
   if images and image_tokenizer is None:
@@ -216,7 +219,7 @@ def build_prompts(task: str, vocab: VocabLayout, tokenizer: tokenizers.Tokenizer
 def generate_from_inputs(model, vocab: VocabLayout, tokenizer: tokenizers.Tokenizer, task: str, *,
                          texts: Sequence[str] | None = None, images: Sequence[str] | None = None,
                          wavs: Sequence[str] | None = None, image_tokenizer=None,
-                         speech_encoder: SpeechEncoder | None = None, image_resolution: int = USER_IMAGE_RESOLUTION,
+                         speech_encoder: SpeechEncoder | None = None, image_resolution: int | None = None,
                          text_len: int | None = None, seed: int = 0, **overrides):
   """The task preset's sampler on raw inputs (see build_prompts); B rows of different lengths are left padded.
 
