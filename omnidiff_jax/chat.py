@@ -9,7 +9,10 @@ in order:
   <|audio|>  in an assistant turn -> <|begin_of_audio|> <|audio_c|>... <|end_of_audio|>  (GLM-4-Voice codes)
 Targets (upstream's labels != -100) are the assistant content, its <|im_end|> and the '\\n' after it.
 Text between placeholders is tokenized piece by piece, which equals tokenizing the expanded string: the
-added tokens split the text before BPE in both cases.
+added tokens split the text before BPE in both cases. The role line `{role}\\n` is tokenized apart from the
+content, as upstream's training data code does; upstream's inference (apply_chat_template) tokenizes the whole
+string, which differs only where a content starts with whitespace ('user\\n' + '\\n<|audio|>' gives one
+'\\n\\n' token in Qwen2's BPE): `join_role_line=True` reproduces that.
 """
 from __future__ import annotations
 
@@ -66,7 +69,8 @@ class ChatExample:
 
 def build_chat(messages: Sequence[dict[str, str]], layout: VocabLayout, tokenizer: tokenizers.Tokenizer, *,
                images: Sequence[Sequence[int]] = (), audio_slot_counts: Sequence[int] = (),
-               speech_codes: Sequence[Sequence[int]] = (), add_generation_prompt: bool = False) -> ChatExample:
+               speech_codes: Sequence[Sequence[int]] = (), add_generation_prompt: bool = False,
+               join_role_line: bool = False) -> ChatExample:
   """Token ids of a ChatML conversation with its placeholders expanded.
 
   Args:
@@ -75,6 +79,8 @@ def build_chat(messages: Sequence[dict[str, str]], layout: VocabLayout, tokenize
     audio_slot_counts: feature-slot counts (T_lfr + 4), one per user/system <|audio|> in order.
     speech_codes: GLM-4-Voice code lists, one per assistant <|audio|> in order.
     add_generation_prompt: append '<|im_start|>assistant\\n' (for sampling).
+    join_role_line: tokenize each '{role}\\n' together with the text its content starts with, like
+      tokenizing the whole string (upstream's inference prompts); only for turns without targets.
   """
   images, slot_counts, speech = list(images), list(audio_slot_counts), list(speech_codes)
   counts = {"images": 0, "audio_slot_counts": 0, "speech_codes": 0}
@@ -117,11 +123,17 @@ def build_chat(messages: Sequence[dict[str, str]], layout: VocabLayout, tokenize
     return out
 
   for message in messages:
-    role = message["role"]
+    role, content = message["role"], message["content"]
     if role not in ("system", "user", "assistant"):
       raise ValueError(f"unknown role {role!r}; expected system, user or assistant")
     header = [layout.im_start_id, *tokenizer.encode(role, add_special_tokens=False).ids, *nl]
-    body = content_ids(role, message["content"], len(ids) + len(header)) + [layout.im_end_id, *nl]
+    if join_role_line:
+      if role == "assistant":
+        raise ValueError("join_role_line is for prompts without targets; got an assistant turn")
+      lead = _PLACEHOLDER.split(content, maxsplit=1)[0]
+      header = [layout.im_start_id, *tokenizer.encode(f"{role}\n{lead}", add_special_tokens=False).ids]
+      content = content[len(lead):]
+    body = content_ids(role, content, len(ids) + len(header)) + [layout.im_end_id, *nl]
     ids += header + body
     target += [False] * len(header) + [role == "assistant"] * len(body)
   if add_generation_prompt:

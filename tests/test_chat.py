@@ -109,3 +109,19 @@ def test_bad_inputs():
     build_chat(task_messages("t2i", text="c", answer=""), LAYOUT, TOK, images=[[40]])
   with pytest.raises(ValueError, match="unknown task"):
     task_messages("ocr")
+
+
+def test_join_role_line_tokenizes_like_the_whole_string():
+  """Upstream's S2I inference prompt has the user turn '\\n<|audio|>': 'user\\n\\n' is one BPE span there."""
+  tok = tiny_tokenizer.build(LAYOUT, corpus=tiny_tokenizer.CORPUS + ["user\n\n"] * 50)
+  assert len(tok.encode("\n\n", add_special_tokens=False).ids) == 1
+  messages = [dict(role="system", content=TASKS["s2i"][0]), dict(role="user", content="\n<|audio|>")]
+  joined = build_chat(messages, LAYOUT, tok, audio_slot_counts=[3], add_generation_prompt=True, join_role_line=True)
+  whole = _expanded_string(messages, [], [3], []) + "<|im_start|>assistant\n"
+  np.testing.assert_array_equal(joined.ids, tok.encode(whole, add_special_tokens=False).ids)
+  context = LAYOUT.special_id("<|context_of_audio|>")
+  assert (joined.ids[joined.audio_slots] == context).all() and len(joined.audio_slots) == 3
+  apart = build_chat(messages, LAYOUT, tok, audio_slot_counts=[3], add_generation_prompt=True)
+  assert len(apart.ids) == len(joined.ids) + 1   # '\\n', '\\n' instead of '\\n\\n'
+  with pytest.raises(ValueError, match="join_role_line"):
+    build_chat(task_messages("asr", answer="a"), LAYOUT, tok, audio_slot_counts=[3], join_role_line=True)

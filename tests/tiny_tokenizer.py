@@ -24,14 +24,15 @@ def layout() -> VocabLayout:
       text_size=400, num_specials=cfglib.NUM_OMNI_SPECIALS, num_audio_codes=64, num_image_codes=32, size=520))
 
 
-def build(v: VocabLayout, swap: tuple[str, str] | None = None) -> Tokenizer:
-  """The tokenizer of layout `v`; `swap` exchanges two added tokens (to test verification)."""
+def build(v: VocabLayout, swap: tuple[str, str] | None = None, corpus: list[str] = CORPUS) -> Tokenizer:
+  """The tokenizer of layout `v`, its BPE trained on `corpus`; `swap` exchanges two added tokens (to test
+  verification)."""
   tok = Tokenizer(models.BPE())
   tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
   tok.decoder = decoders.ByteLevel()
   trainer = trainers.BpeTrainer(vocab_size=v.eos_id, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
                                 show_progress=False)
-  tok.train_from_iterator(CORPUS, trainer)
+  tok.train_from_iterator(corpus, trainer)
   filler = 0
   while tok.get_vocab_size() < v.eos_id:
     tok.add_tokens([f"<|text_filler_{filler}|>"])

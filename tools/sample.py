@@ -1,16 +1,33 @@
-"""Sample with a task preset: a prompt in, text ids / image codes / speech codes out (JSON), and optionally
-the images as PNG (MAGVIT-v2) and the speech as WAV (GLM-4-Voice decoder).
+"""Sample with a task preset: texts / images / speech in, text ids / image codes / speech codes out (JSON), and
+optionally the images as PNG (MAGVIT-v2) and the speech as WAV (GLM-4-Voice decoder).
 
 The model is a converted checkpoint (--checkpoint, see tools/convert_checkpoint.py) or, without one, a random
-init of --config. The prompt is text formatted with the upstream task template (--text, needs --tokenizer: the
-checkpoint's tokenizer.json) or raw token ids (--prompt_ids; tasks with image or speech inputs).
+init of --config. Inputs, one of each per batch row (rows of different lengths are left padded):
+  t2i, tts, tts_eval: --text          vqa, mme: --text (question) --image          svqa: --wav --image
+  asr, asr_eval, s2i: --wav
+formatted as upstream's inference does (omnidiff_jax.sampling.inputs) with the checkpoint's --tokenizer.
+Images (512 px -> 1024 codes, --image_resolution) go through MAGVIT-v2 (--magvit); speech through the
+WavFrontend (--cmvn: SenseVoiceSmall's am.mvn), the SenseVoice encoder and the projector, taken from the
+checkpoint's carried-through tensors or from --sensevoice / --projector files (tools/speech_tokenize.py
+convert). s2i runs CFG with upstream's unconditional prompt. Raw --prompt_ids (and --uncond_ids) bypass all this.
 
   python tools/sample.py --checkpoint /ckpt/omni_orbax --tokenizer /ckpt/Omni-Diffusion --task t2i \
       --text "a red bicycle leaning on a wall" --magvit magvit.safetensors --png_dir out/
   python tools/sample.py --checkpoint /ckpt/omni_orbax --tokenizer /ckpt/Omni-Diffusion --task tts \
       --text "Hello there." --speech_decoder decoder/ --wav_dir out/
+  python tools/sample.py --checkpoint /ckpt/omni_orbax --tokenizer /ckpt/Omni-Diffusion --task vqa \
+      --text "Is the glass half empty or half full?" --image vqa_0.png --magvit magvit.safetensors
+  python tools/sample.py --checkpoint /ckpt/omni_orbax --tokenizer /ckpt/Omni-Diffusion --task asr \
+      --wav asr_0.wav --wav asr_1.wav --cmvn SenseVoiceSmall/am.mvn
+  python tools/sample.py --checkpoint /ckpt/omni_orbax --tokenizer /ckpt/Omni-Diffusion --task s2i \
+      --wav s2i_0.wav --cmvn SenseVoiceSmall/am.mvn --magvit magvit.safetensors --png_dir out/
+  python tools/sample.py --checkpoint /ckpt/omni_orbax --tokenizer /ckpt/Omni-Diffusion --task svqa \
+      --wav svqa_0.wav --image svqa_0.jpg --cmvn SenseVoiceSmall/am.mvn --magvit magvit.safetensors \
+      --speech_decoder decoder/ --wav_dir out/
   python tools/sample.py --task t2i --prompt_ids 12,40,7,99 --config.model.num_layers=2     # random tiny model
   python tools/sample.py --task t2i --prompt_ids 1,2,3 --threshold 0.9 --block_size 32 --kv_cache
+Without weights the MAGVIT-v2 / speech networks are random (with a warning); tests/test_sample_cli.py runs
+every input kind on tiny random models.
 """
 import json
 import os
@@ -20,24 +37,33 @@ import time
 from absl import app, flags
 from ml_collections import config_flags
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", os.path.join(os.path.dirname(__file__), "..", "configs", "tiny.py"), "Model config (vocab, model).")
-_CHECKPOINT = flags.DEFINE_string("checkpoint", None, "Converted Orbax checkpoint (its config replaces --config).")
-_TEXT = flags.DEFINE_multi_string("text", None, "Task text (caption, TTS text, question); repeat for a batch.")
-_TOKENIZER = flags.DEFINE_string("tokenizer", None, "tokenizer.json, or a directory holding it (for --text).")
-_PNG_DIR = flags.DEFINE_string("png_dir", None, "Decode generated image codes to PNGs in this directory.")
-_MAGVIT = flags.DEFINE_string("magvit", None, "MAGVIT-v2 weights for --png_dir (ours or torch); none: random.")
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "configs")
+_CONFIG = config_flags.DEFINE_config_file("config", os.path.join(CONFIG_DIR, "tiny.py"), "Model config (vocab, model).")
+_CHECKPOINT = flags.DEFINE_string("checkpoint", None, "Converted Orbax checkpoint (its config replaces --config).")
+_TASK = flags.DEFINE_string("task", "t2i", "Task preset (omnidiff_jax.sampling.presets.PRESETS); inputs above.")
+_TEXT = flags.DEFINE_multi_string("text", None, "Task text (caption, TTS text, question); repeat for a batch.")
+_IMAGE = flags.DEFINE_multi_string("image", None, "Image file (vqa, mme, svqa); repeat for a batch.")
+_WAV = flags.DEFINE_multi_string("wav", None, "User speech file (asr, asr_eval, s2i, svqa); repeat for a batch.")
+_TOKENIZER = flags.DEFINE_string("tokenizer", None, "tokenizer.json, or a directory holding it (for the inputs).")
+_IMAGE_RES = flags.DEFINE_integer("image_resolution", None, "Side of input images for MAGVIT-v2 (default: 512).")
+_MAGVIT = flags.DEFINE_string("magvit", None, "MAGVIT-v2 weights (ours / torch) for --image, --png_dir; none: random.")
 _MAGVIT_CONFIG = flags.DEFINE_string("magvit_config", os.path.join(CONFIG_DIR, "magvit.py"),
                                      "MAGVIT-v2 config file[:arg].")
+_SENSEVOICE = flags.DEFINE_string("sensevoice", None, "SenseVoice encoder params (tools/speech_tokenize.py convert); "
+                                  "default: the checkpoint's, or random without --checkpoint.")
+_PROJECTOR = flags.DEFINE_string("projector", None, "Speech projector params (speech_tokenize.py convert --kind "
+                                 "projector); default: the checkpoint's, or random without --checkpoint.")
+_SENSEVOICE_CONFIG = flags.DEFINE_string("sensevoice_config", None, "Speech-input config; default configs/"
+                                         "sensevoice.py with --checkpoint, configs/sensevoice_tiny.py without.")
+_CMVN = flags.DEFINE_string("cmvn", "", "SenseVoiceSmall's am.mvn for the speech features (overrides the config).")
+_PNG_DIR = flags.DEFINE_string("png_dir", None, "Decode generated image codes to PNGs in this directory.")
 _WAV_DIR = flags.DEFINE_string("wav_dir", None, "Decode generated speech codes to WAVs in this directory.")
 _SPEECH_DECODER = flags.DEFINE_string("speech_decoder", None, "Converted decoder dir for --wav_dir; none: random.")
 _SPEECH_DECODER_CONFIG = flags.DEFINE_string("speech_decoder_config", os.path.join(CONFIG_DIR, "speech_decoder.py"),
                                              "Speech decoder config file.")
-_TASK = flags.DEFINE_string("task", "t2i", "Task preset (omnidiff_jax.sampling.presets.PRESETS).")
 _PROMPT_IDS = flags.DEFINE_string(
     "prompt_ids", None, "Prompt token ids: comma-separated, prompts separated by ';' (left padded into a batch).")
-_UNCOND_IDS = flags.DEFINE_string("uncond_ids", None, "Unconditional prompt ids for CFG (tasks with cfg_scale).")
+_UNCOND_IDS = flags.DEFINE_string("uncond_ids", None, "Unconditional prompt ids for CFG (with --prompt_ids).")
 _TEXT_LEN = flags.DEFINE_integer("text_len", None, "Text tokens to speak (task tts_eval).")
 _REGION = flags.DEFINE_integer("region_len", None, "Override the generation-region length.")
 _STEPS = flags.DEFINE_integer("steps", None, "Override the number of denoising steps.")
@@ -47,7 +73,7 @@ _TEMPERATURE = flags.DEFINE_float("temperature", None, "Override the temperature
 _BLOCK = flags.DEFINE_integer("block_size", None, "Semi-autoregressive block size.")
 _THRESHOLD = flags.DEFINE_float("threshold", None, "Confidence-threshold parallel decoding (e.g. 0.9).")
 _KV_CACHE = flags.DEFINE_bool("kv_cache", False, "Approximate block KV cache (needs --block_size).")
-_SEED = flags.DEFINE_integer("seed", 0, "Sampling seed (and model init seed without a checkpoint).")
+_SEED = flags.DEFINE_integer("seed", 0, "Sampling seed (and model / random tokenizer-network init seed).")
 _OUT = flags.DEFINE_string("out", None, "Write the results as JSON here (default: print).")
 
 
@@ -70,27 +96,50 @@ def load_model(cfg, checkpoint: str | None, seed: int):
   return sharding.create_model(cfg.model, seed=seed), cfg
 
 
-# Sampling presets -> the upstream chat template they use.
-CHAT_TASKS = {"t2i": "t2i", "tts": "tts", "tts_eval": "tts", "vqa": "vqa", "mme": "vqa", "asr": "asr",
-              "asr_eval": "asr", "s2i": "s2i", "svqa": "svqa"}
+def speech_encoder():
+  """The SpeechEncoder of the --sensevoice* / --projector / --cmvn flags and the checkpoint's extra tensors."""
+  from omnidiff_jax.checkpoints import load_extra
+  from omnidiff_jax.config import load_config_file
+  from omnidiff_jax.sampling import inputs
+  checkpoint = _CHECKPOINT.value
+  spec = _SENSEVOICE_CONFIG.value or os.path.join(CONFIG_DIR, "sensevoice.py" if checkpoint else "sensevoice_tiny.py")
+  extra = load_extra(checkpoint) if checkpoint and not (_SENSEVOICE.value and _PROJECTOR.value) else None
+  if extra == {}:
+    raise app.UsageError(f"--checkpoint {checkpoint} carries no SenseVoice / projector tensors: pass --sensevoice "
+                         "and --projector (tools/speech_tokenize.py convert)")
+  return inputs.load_speech_encoder(load_config_file(spec), extra=extra, sensevoice_params=_SENSEVOICE.value,
+                                    projector_params=_PROJECTOR.value, cmvn_file=_CMVN.value, seed=_SEED.value)
 
 
-def text_prompts(task: str, texts: list[str], tokenizer_path: str | None, vocab) -> tuple[list[list[int]], int]:
-  """ChatML prompt ids (with the assistant header) of the task template for each text, and the text length
-  in tokens of the first one (TTS eval length rule)."""
-  from omnidiff_jax import chat
+def sample_inputs(model, vocab, overrides: dict):
+  """generate_from_inputs on the --text / --image / --wav flags. Returns (SampleResult, SamplerConfig, prompt ids)."""
+  from omnidiff_jax.sampling import inputs
   from omnidiff_jax.vocab import load_tokenizer, verify_tokenizer
-  if tokenizer_path is None:
-    raise app.UsageError("--text needs --tokenizer (the checkpoint's tokenizer.json or its directory)")
-  template = CHAT_TASKS[task]
-  if "<|" in chat.TASKS[template][1]:  # the user turn holds an image or speech placeholder
-    raise app.UsageError(f"task {task} takes an image or speech input: build its prompt ids (tools/tokenize_data.py)"
-                         " and pass --prompt_ids")
-  tokenizer = load_tokenizer(tokenizer_path)
-  verify_tokenizer(vocab, tokenizer_path)
-  prompts = [chat.build_chat(chat.task_messages(template, text), vocab, tokenizer, add_generation_prompt=True)
-             .ids.tolist() for text in texts]
-  return prompts, len(tokenizer.encode(texts[0], add_special_tokens=False).ids)
+  if _TOKENIZER.value is None:
+    raise app.UsageError("--text / --image / --wav need --tokenizer (the checkpoint's tokenizer.json or its directory)")
+  tokenizer = load_tokenizer(_TOKENIZER.value)
+  verify_tokenizer(vocab, _TOKENIZER.value)
+  image_tokenizer = (inputs.load_image_tokenizer(_MAGVIT_CONFIG.value, _MAGVIT.value, _SEED.value)
+                     if _IMAGE.value else None)
+  result, sampler_cfg, prompts = inputs.generate_from_inputs(
+      model, vocab, tokenizer, _TASK.value, texts=_TEXT.value, images=_IMAGE.value, wavs=_WAV.value,
+      image_tokenizer=image_tokenizer, speech_encoder=speech_encoder() if _WAV.value else None,
+      image_resolution=_IMAGE_RES.value, text_len=_TEXT_LEN.value, seed=_SEED.value, **overrides)
+  return result, sampler_cfg, [ids.tolist() for ids in prompts.ids]
+
+
+def sample_ids(model, vocab, overrides: dict):
+  """generate_task on --prompt_ids / --uncond_ids. Returns (SampleResult, SamplerConfig, prompt ids)."""
+  from omnidiff_jax.sampling import generate_task
+  prompts = _parse_ids(_PROMPT_IDS.value, "prompt_ids")
+  uncond = _parse_ids(_UNCOND_IDS.value, "uncond_ids") if _UNCOND_IDS.value else None
+  for ids in prompts + (uncond or []):
+    bad = [i for i in ids if not 0 <= i < vocab.size]
+    if bad:
+      raise app.UsageError(f"token ids {bad} are outside the vocabulary [0, {vocab.size}) of --config")
+  result, sampler_cfg = generate_task(model, vocab, _TASK.value, prompt_ids=prompts, text_len=_TEXT_LEN.value,
+                                      uncond_ids=uncond, seed=_SEED.value, **overrides)
+  return result, sampler_cfg, prompts
 
 
 def write_media(task_rows: list[dict], seed: int) -> None:
@@ -99,13 +148,10 @@ def write_media(task_rows: list[dict], seed: int) -> None:
 
   from omnidiff_jax.config import load_config_file
   if _PNG_DIR.value:
-    from omnidiff_jax.checkpoints import magvit as magvit_ckpt
     from omnidiff_jax.models import image_processing
+    from omnidiff_jax.sampling import inputs
     rows = [i for i, r in enumerate(task_rows) if len(r.get("image", []))]
-    mcfg = load_config_file(_MAGVIT_CONFIG.value).model
-    if _MAGVIT.value is None:
-      print("warning: no --magvit weights: decoding with a random MAGVIT-v2", file=sys.stderr)
-    model = magvit_ckpt.load_magvit(mcfg, _MAGVIT.value) if _MAGVIT.value else magvit_ckpt.random_model(mcfg, seed)
+    model = inputs.load_image_tokenizer(_MAGVIT_CONFIG.value, _MAGVIT.value, seed)
     os.makedirs(_PNG_DIR.value, exist_ok=True)
     paths = [os.path.join(_PNG_DIR.value, f"sample_{i}.png") for i in rows]
     if rows:
@@ -134,46 +180,40 @@ def main(argv):
   del argv
   import numpy as np
 
-  from omnidiff_jax.sampling import PRESETS, generate_task, split_outputs
+  from omnidiff_jax.sampling import PRESETS, inputs, split_outputs
   from omnidiff_jax.vocab import VocabLayout
 
-  if (_PROMPT_IDS.value is None) == (_TEXT.value is None):
-    raise app.UsageError("give either --text (with --tokenizer) or --prompt_ids (comma-separated token ids; "
-                         "';' between prompts)")
+  raw_inputs = any(flag.value for flag in (_TEXT, _IMAGE, _WAV))
+  if (_PROMPT_IDS.value is None) == (not raw_inputs):
+    raise app.UsageError("give either task inputs (--text / --image / --wav, with --tokenizer) or --prompt_ids "
+                         "(comma-separated token ids; ';' between prompts)")
   if _TASK.value not in PRESETS:
     raise app.UsageError(f"unknown --task {_TASK.value!r}; choose one of {sorted(PRESETS)}")
-  model, cfg = load_model(_CONFIG.value, _CHECKPOINT.value, _SEED.value)
-  vocab = VocabLayout.from_config(cfg.vocab)
-  text_len = _TEXT_LEN.value
-  if _TEXT.value is not None:
-    prompts, first_text_len = text_prompts(_TASK.value, _TEXT.value, _TOKENIZER.value, vocab)
-    text_len = text_len if text_len is not None else first_text_len
-  else:
-    prompts = _parse_ids(_PROMPT_IDS.value, "prompt_ids")
-  uncond = _parse_ids(_UNCOND_IDS.value, "uncond_ids") if _UNCOND_IDS.value else None
-  for ids in prompts + (uncond or []):
-    bad = [i for i in ids if not 0 <= i < vocab.size]
-    if bad:
-      raise app.UsageError(f"token ids {bad} are outside the vocabulary [0, {vocab.size}) of --config")
+  if _UNCOND_IDS.value and raw_inputs:
+    raise app.UsageError("--uncond_ids goes with --prompt_ids; task inputs build s2i's unconditional prompt")
   overrides = {name: flag.value for name, flag in [
       ("region_len", _REGION), ("steps", _STEPS), ("alg", _ALG), ("temperature", _TEMPERATURE),
       ("block_size", _BLOCK), ("threshold", _THRESHOLD)] if flag.value is not None}
   if _KV_CACHE.value:
     overrides["kv_cache"] = True
   try:
+    if raw_inputs:  # before loading anything: the task's inputs and their files
+      inputs.check_inputs(_TASK.value, _TEXT.value, _IMAGE.value, _WAV.value)
+    model, cfg = load_model(_CONFIG.value, _CHECKPOINT.value, _SEED.value)
+    vocab = VocabLayout.from_config(cfg.vocab)
     start = time.perf_counter()
-    result, sampler_cfg = generate_task(model, vocab, _TASK.value, prompt_ids=prompts, text_len=text_len,
-                                        uncond_ids=uncond, seed=_SEED.value, **overrides)
+    result, sampler_cfg, prompts = (sample_inputs if raw_inputs else sample_ids)(model, vocab, overrides)
     tokens = np.asarray(result.tokens)
     seconds = time.perf_counter() - start
-  except ValueError as err:
+  except (ValueError, FileNotFoundError) as err:
     raise app.UsageError(str(err))
-  print(f"task {_TASK.value}: {tokens.shape[0]} x {tokens.shape[1]} tokens in {seconds:.2f} s (incl. compile), "
-        f"{int(result.steps)} steps, {int(result.full_forwards)} full + {int(result.cached_forwards)} cached "
-        f"forwards; {sampler_cfg}", file=sys.stderr)
+  print(f"task {_TASK.value}: {tokens.shape[0]} x {tokens.shape[1]} tokens in {seconds:.2f} s (incl. inputs and "
+        f"compile), {int(result.steps)} steps, {int(result.full_forwards)} full + {int(result.cached_forwards)} "
+        f"cached forwards; {sampler_cfg}", file=sys.stderr)
   modalities = PRESETS[_TASK.value].output.split("+")
-  rows = [{"tokens": row.tolist(), **{k: v.tolist() for k, v in split_outputs(row, vocab).items() if k in modalities}}
-          for row in tokens]
+  rows = [{"prompt": prompt, "tokens": row.tolist(),
+           **{k: v.tolist() for k, v in split_outputs(row, vocab).items() if k in modalities}}
+          for prompt, row in zip(prompts, tokens)]
   write_media(rows, _SEED.value)
   text = json.dumps({"task": _TASK.value, "results": rows})
   if _OUT.value:

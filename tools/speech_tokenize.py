@@ -40,8 +40,8 @@ def load_config(path: str):
 def read_wave(path: str, channel_policy: str):
   """-> (mono float32 waveform, sample rate). channel_policy: 'first' or 'mean' for multi-channel files."""
   import numpy as np
-  import soundfile
-  wave, rate = soundfile.read(path, dtype="float32", always_2d=True)   # (N, C)
+  from omnidiff_jax.data.media import read_audio
+  wave, rate = read_audio(path)   # (N, C)
   return (wave[:, 0] if channel_policy == "first" else wave.mean(axis=1)).astype(np.float32), rate
 
 
@@ -56,13 +56,14 @@ def _model(kind: str, cfg, params: str):
 def _for_each_file(paths, channel_policy: str, on_error: str, work, desc: str):
   """Reads each file and calls work(path, wave, rate); unreadable or bad audio is skipped or fatal."""
   from tqdm import tqdm
+  from omnidiff_jax.data.errors import BadSample
   from omnidiff_jax.models.audio_frontend import BadAudioError
   done = skipped = 0
   for path in tqdm(paths, desc=desc, unit="file"):
     try:
       work(path, *read_wave(path, channel_policy))
       done += 1
-    except (RuntimeError, OSError, BadAudioError) as e:   # soundfile raises LibsndfileError (a RuntimeError)
+    except (BadSample, BadAudioError, RuntimeError, OSError) as e:
       if on_error == "raise":
         raise SystemExit(f"{path}: {e}")
       print(f"skipping {path}: {e}", file=sys.stderr)
@@ -97,13 +98,7 @@ def cmd_sensevoice(args):
   from omnidiff_jax.models import audio_frontend, sensevoice
   cfg = load_config(args.config)
   f = cfg.frontend
-  cmvn_file = args.cmvn or f.cmvn_file
-  frontend = audio_frontend.SenseVoiceFrontend(
-      cmvn=audio_frontend.load_cmvn(cmvn_file) if cmvn_file else None,
-      fbank=audio_frontend.FbankOptions(sample_rate=f.sample_rate, num_mel_bins=f.num_mel_bins,
-                                        frame_length_ms=f.frame_length_ms, frame_shift_ms=f.frame_shift_ms,
-                                        window=f.window, dither=f.dither),
-      lfr_m=f.lfr_m, lfr_n=f.lfr_n, max_seconds=f.max_seconds or None)
+  frontend = audio_frontend.SenseVoiceFrontend.from_config(f, args.cmvn)
   encoder = _model("sensevoice", cfg, args.params)
   rng = np.random.default_rng(args.seed) if f.dither else None
 

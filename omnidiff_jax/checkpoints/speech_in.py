@@ -246,6 +246,15 @@ def save_params(model, path: str) -> None:
   save_file({"/".join(p): np.asarray(v.get_value()) for p, v in _param_state(model).items()}, path)
 
 
+def fill_random(model, seed: int = 0) -> None:
+  """Deterministic random weights in place, without compiling initialisers (demos, tests): LayerNorm scales 1,
+  biases 0, every other parameter N(0, 0.02), drawn in sorted path order from numpy's PCG64(seed)."""
+  rng = np.random.default_rng(seed)
+  fills = {"scale": np.ones, "bias": np.zeros}
+  assign(model, {path: fills[path[-1]](shape) if path[-1] in fills else 0.02 * rng.standard_normal(shape)
+                 for path, shape in sorted(_targets(model).items())})
+
+
 def load_params(model, path: str) -> None:
   """Reads a file written by `save_params` into the model, checking every name and shape first."""
   from safetensors.numpy import load_file

@@ -48,15 +48,20 @@ def to_mono_resampled(wave: np.ndarray, sample_rate: int, target_rate: int = SPE
   return wave
 
 
-def load_audio(path: str, target_rate: int = SPEECH_SAMPLE_RATE) -> np.ndarray:
-  """Audio file -> (samples,) float32 mono at target_rate."""
+def read_audio(path: str) -> tuple[np.ndarray, int]:
+  """Audio file -> (float32 (samples, channels), its sample rate), as read; BadSample names a missing or
+  undecodable file."""
   if not os.path.isfile(path):
     raise BadSample(f"audio '{path}': file not found")
   try:
-    wave, rate = soundfile.read(path, dtype="float32", always_2d=True)
+    return soundfile.read(path, dtype="float32", always_2d=True)
   except (soundfile.LibsndfileError, RuntimeError, TypeError) as e:
     raise BadSample(f"audio '{path}': cannot decode ({e})") from e
-  return to_mono_resampled(wave, rate, target_rate, name=path)
+
+
+def load_audio(path: str, target_rate: int = SPEECH_SAMPLE_RATE) -> np.ndarray:
+  """Audio file -> (samples,) float32 mono at target_rate."""
+  return to_mono_resampled(*read_audio(path), target_rate, name=path)
 
 
 def preprocess_image(image: PIL.Image.Image, resolution: int) -> np.ndarray:

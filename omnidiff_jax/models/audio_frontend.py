@@ -223,6 +223,17 @@ class SenseVoiceFrontend:
   lfr_n: int = 6
   max_seconds: float | None = None
 
+  @classmethod
+  def from_config(cls, cfg, cmvn_file: str = "") -> "SenseVoiceFrontend":
+    """From a `frontend` config section (configs/sensevoice.py frontend_config); cmvn_file overrides
+    cfg.cmvn_file ('' in both: no CMVN)."""
+    cmvn_file = cmvn_file or cfg.cmvn_file
+    return cls(cmvn=load_cmvn(cmvn_file) if cmvn_file else None,
+               fbank=FbankOptions(sample_rate=cfg.sample_rate, num_mel_bins=cfg.num_mel_bins,
+                                  frame_length_ms=cfg.frame_length_ms, frame_shift_ms=cfg.frame_shift_ms,
+                                  window=cfg.window, dither=cfg.dither),
+               lfr_m=cfg.lfr_m, lfr_n=cfg.lfr_n, max_seconds=cfg.max_seconds or None)
+
   @property
   def feature_dim(self) -> int:
     return self.fbank.num_mel_bins * self.lfr_m

@@ -38,6 +38,39 @@ def splice_features(embeds: Array, features: Array, slots: Array) -> Array:
   return jnp.where(slots[..., None], gathered, embeds)
 
 
+def embed_prompts(model, prompts: Sequence[Sequence[int]], pad_id: int,
+                  features: Sequence[np.ndarray | None] | None = None,
+                  slots: Sequence[Sequence[int]] | None = None) -> tuple[Array, np.ndarray]:
+  """Left-padded prompt embeddings with continuous features written into their slots (splice_features).
+
+  prompts: B id lists of any lengths; features: per row None or (S_b, D) rows (e.g. projected speech
+  features, D = the model's hidden size), consumed in order by slots[b]: (S_b,) increasing positions in the
+  unpadded prompt. Returns embeds (B, P, D) in the model's dtype and mask (B, P) bool (True = real token).
+  """
+  ids, mask = left_pad(prompts, pad_id)
+  embeds = model.embed(jnp.asarray(ids))
+  features = [None] * len(prompts) if features is None else list(features)
+  slots = [()] * len(prompts) if slots is None else list(slots)
+  if not len(features) == len(slots) == len(prompts):
+    raise ValueError(f"{len(prompts)} prompts but {len(features)} feature arrays and {len(slots)} slot lists")
+  width = max([len(f) for f in features if f is not None] + [1])
+  rows = np.zeros((len(prompts), width, embeds.shape[-1]), np.float32)
+  slot_map = np.zeros(ids.shape, bool)
+  for b, (prompt, feats, positions) in enumerate(zip(prompts, features, slots)):
+    positions = np.asarray(positions, np.int64)
+    feats = np.zeros((0, embeds.shape[-1]), np.float32) if feats is None else np.asarray(feats, np.float32)
+    if feats.ndim != 2 or feats.shape != (len(positions), embeds.shape[-1]):
+      raise ValueError(f"row {b}: features of shape {feats.shape} for {len(positions)} slots; expected "
+                       f"({len(positions)}, {embeds.shape[-1]}) (the model's hidden size)")
+    if positions.size and (positions.min() < 0 or positions.max() >= len(prompt) or (np.diff(positions) <= 0).any()):
+      raise ValueError(f"row {b}: slot positions must increase and lie in [0, {len(prompt)}), got {positions.tolist()}")
+    slot_map[b, ids.shape[1] - len(prompt) + positions] = True
+    rows[b, :len(feats)] = feats
+  if not slot_map.any():
+    return embeds, mask
+  return splice_features(embeds, jnp.asarray(rows), jnp.asarray(slot_map)), mask
+
+
 def initial_region(batch: int, region_len: int, mask_id: int, known: np.ndarray | None = None) -> np.ndarray:
   """(B, G) int32 region: all mask ids, or `known` (inpainting: mask ids where tokens are to be generated)."""
   if known is None:

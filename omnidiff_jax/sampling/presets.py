@@ -90,7 +90,8 @@ def task_config(task: str, prompt_len: int, text_len: int | None = None, **overr
 def generate_task(model, vocab: VocabLayout, task: str, *, prompt_ids=None, prompt_mask=None, prompt_embeds=None,
                   text_len: int | None = None, uncond_ids=None, seed: int = 0, **overrides):
   """The sampler with a task's defaults. Inputs as in api.generate (prompts already in ChatML ids or
-  embeddings; for 's2i'/'t2i' CFG pass uncond_ids). Returns (SampleResult, SamplerConfig)."""
+  embeddings; with CFG pass uncond_ids; inputs.generate_from_inputs builds prompts, s2i's unconditional one
+  included, from texts / image files / speech files). Returns (SampleResult, SamplerConfig)."""
   if prompt_embeds is not None:
     prompt_len = prompt_embeds.shape[1]
   else:
