@@ -37,9 +37,11 @@ def make_data_source(cfg: ml_collections.ConfigDict):
 
 
 def digest(batch: dict[str, np.ndarray]) -> str:
+  """Short hash of the batch's contract fields (those it has), to audit resume."""
   h = hashlib.sha1()
-  for name in batchlib.FIELDS:
-    h.update(np.ascontiguousarray(batch[name]).tobytes())
+  for name in batchlib.FIELDS + batchlib.AUDIO_FIELDS:
+    if name in batch:
+      h.update(np.ascontiguousarray(batch[name]).tobytes())
   return h.hexdigest()[:16]
 
 
@@ -49,6 +51,7 @@ def train(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
   trainer = train_step.make_trainer(cfg, mesh)
   data = make_data_source(cfg)
   rows = cfg.train.global_rows // jax.process_count()
+  speech = dict(num_feature_rows=batchlib.feature_rows(cfg.data), feature_dim=cfg.data.get("feature_dim", 0))
   ckpt = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"), cfg.checkpoint)
   restored = ckpt.restore_latest(trainer.abstract_state, data)
   if restored is not None:
@@ -65,8 +68,9 @@ def train(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
     with checkpointing.PreemptionFlag() as preemption:
       while step < cfg.train.steps:
         local = next(data)
-        batchlib.check_local_batch(local, rows, cfg.train.seq_len)
-        state, step_metrics = trainer.step(state, batchlib.global_batch(mesh, local, cfg.train.global_rows))
+        batchlib.check_local_batch(local, rows, cfg.train.seq_len, **speech)
+        state, step_metrics = trainer.step(
+            state, batchlib.global_batch(mesh, local, cfg.train.global_rows, trainer.fields))
         step += 1
         if pending is not None:
           _log_and_check(logger, cfg, *pending)
