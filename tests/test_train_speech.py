@@ -1,15 +1,16 @@
 """User speech in training: projected SenseVoice features spliced into the audio slots, the projector trained,
 the no-speech path unchanged, and a tiny run on a mixture source whose rows carry feature slots."""
 import jax
+import ml_collections
 import numpy as np
 import pytest
 from flax import nnx
 
 from configs import stage1
-from omnidiff_jax import sharding
-from omnidiff_jax.data import synthetic
+from omnidiff_jax import checkpoints, sharding
+from omnidiff_jax.data import records, synthetic
 from omnidiff_jax.training import batch as batchlib
-from omnidiff_jax.training import loss as losslib, train_step
+from omnidiff_jax.training import checkpointing, loop, loss as losslib, train_step
 from omnidiff_jax.vocab import VocabLayout
 
 FEATURE_ROWS = 8
@@ -140,4 +141,58 @@ def test_speech_needs_a_matching_projector():
   cfg.model.audio_projector = None
   with pytest.raises(ValueError, match="needs model.audio_projector"):
     train_step.make_trainer(cfg, sharding.make_mesh(cfg.mesh))
+
+
+def write_speech_source(directory, cfg, count=24, seed=0):
+  """An ArrayRecord source of ASR-shaped tokenized samples: user turn with 3-6 feature slots, text answer."""
+  rng = np.random.default_rng(seed)
+  vocab = VocabLayout.from_config(cfg.vocab)
+  audio_id = vocab.special_id("<|context_of_audio|>")
+  samples = []
+  for _ in range(count):
+    num_slots, answer = int(rng.integers(3, 7)), rng.integers(10, 150, int(rng.integers(3, 8)))
+    prompt = [vocab.im_start_id, 1, 3, *[audio_id] * num_slots, vocab.im_end_id, 3, vocab.im_start_id, 2, 3]
+    ids = np.array(prompt + [*answer, vocab.im_end_id, 3], np.int32)
+    labels = np.where(np.arange(len(ids)) >= len(prompt), ids, batchlib.IGNORE_ID).astype(np.int32)
+    samples.append(dict(input_ids=ids, labels=labels, task_id=np.int32(batchlib.TASKS.index("asr")),
+                        feature_slots=np.arange(3, 3 + num_slots, dtype=np.int32),
+                        audio_features=rng.normal(0, 1, (num_slots, cfg.data.feature_dim)).astype(np.float32)))
+  directory.mkdir()
+  records.write_shard(records.shard_path(str(directory), "data", 0), samples)
+  return str(directory)
+
+
+def speech_mixture_cfg(tmp_path, steps):
+  """Tiny stage-1 model on the 'mixture' pipeline over one ArrayRecord source with user speech."""
+  cfg = _cfg()
+  cfg.train.steps, cfg.train.global_rows = steps, 8
+  cfg.optimizer.warmup_steps = 1
+  cfg.checkpoint.async_save = False
+  path = write_speech_source(tmp_path / "asr", cfg)
+  cfg.data = ml_collections.ConfigDict(dict(
+      source="mixture", seed=0, on_error="skip", num_packing_bins=1, tail_pad_max=16, feature_rows=FEATURE_ROWS,
+      feature_dim=cfg.data.feature_dim, read_threads=1, prefetch=0,
+      sources=dict(asr=dict(kind="array_record", path=path, weight=1.0, split="", data_dir="", adapter=""))))
+  return cfg
+
+
+def test_tiny_run_on_a_speech_mixture_trains_the_projector_and_loads_as_a_model(tmp_path):
+  cfg = speech_mixture_cfg(tmp_path, steps=6)
+  workdir = tmp_path / "run"
+  result = loop.train(cfg, str(workdir))
+  assert result["step"] == 6 and np.isfinite(result["loss"])
+  mesh = sharding.make_mesh(cfg.mesh)
+  trainer = train_step.make_trainer(cfg, mesh)
+  initial = _host(trainer.init()["params"])
+  model, stored_cfg = checkpoints.load(workdir / "checkpoints")
+  assert stored_cfg.model.audio_projector.input_size == cfg.data.feature_dim
+  _assert_all_changed(_host(nnx.to_pure_dict(nnx.state(model.audio_projection, nnx.Param))), initial[PROJECTOR])
+  # The loaded model is the trained state: same logits as the parameters the resume path restores.
+  ckpt = checkpointing.Checkpointer(str(workdir / "checkpoints"), cfg.checkpoint)
+  restored, step = ckpt.restore_latest(trainer.abstract_state, loop.make_data_source(cfg))
+  ckpt.close()
+  assert step == 6
+  ids = np.random.default_rng(1).integers(0, cfg.vocab.size, (2, 16)).astype(np.int32)
+  trained_logits = nnx.merge(trainer.graphdef, restored["params"])(ids)
+  np.testing.assert_allclose(np.asarray(model(ids)), np.asarray(trained_logits), rtol=1e-6, atol=1e-6)
 

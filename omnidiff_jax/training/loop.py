@@ -1,10 +1,10 @@
 """The training loop of one curriculum stage.
 
-  resume from <workdir>/checkpoints if any (state + data position), else init (from train.init_from's
-  final params when set) -> for each step: next local batch -> global array -> jitted step -> metrics
-  -> checkpoint when due, at the end and on SIGTERM. Stops with NonFiniteError after
-  optimizer.max_nonfinite_steps skipped (NaN/Inf) updates in a row; the checkpoints on disk are the last
-  good state.
+  resume from <workdir>/checkpoints if any (state + data position), else init (parameters from
+  train.init_from when set: a converted checkpoint or a previous stage's checkpoints) -> for each step: next
+  local batch -> global array -> jitted step -> metrics -> checkpoint when due, at the end and on SIGTERM.
+  Stops with NonFiniteError after optimizer.max_nonfinite_steps skipped (NaN/Inf) updates in a row; the
+  checkpoints on disk are the last good state.
 """
 from __future__ import annotations
 
@@ -45,6 +45,16 @@ def digest(batch: dict[str, np.ndarray]) -> str:
   return h.hexdigest()[:16]
 
 
+def init_state(cfg: ml_collections.ConfigDict, trainer: train_step.Trainer) -> dict:
+  """A fresh train state; with train.init_from, its parameters come from that checkpoint (a converted
+  Dream/Omni checkpoint or a previous stage's checkpoints, see checkpointing.restore_params)."""
+  state = trainer.init()
+  if cfg.train.init_from:
+    state["params"] = checkpointing.restore_params(cfg.train.init_from, trainer.abstract_state["params"],
+                                                   state["params"], cfg.model)
+  return state
+
+
 def train(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
   """Runs (or resumes) the stage to cfg.train.steps. Returns the last step's scalar metrics and status."""
   mesh = sharding.make_mesh(cfg.mesh)
@@ -52,15 +62,14 @@ def train(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
   data = make_data_source(cfg)
   rows = cfg.train.global_rows // jax.process_count()
   speech = dict(num_feature_rows=batchlib.feature_rows(cfg.data), feature_dim=cfg.data.get("feature_dim", 0))
-  ckpt = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"), cfg.checkpoint)
+  ckpt = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"), cfg.checkpoint,
+                                    checkpointing.model_metadata(cfg))
   restored = ckpt.restore_latest(trainer.abstract_state, data)
   if restored is not None:
     state, step = restored
     log.info("resumed from step %d", step)
   else:
-    state, step = trainer.init(), 0
-    if cfg.train.init_from:
-      state["params"] = checkpointing.restore_params(cfg.train.init_from, trainer.abstract_state["params"])
+    state, step = init_state(cfg, trainer), 0
   logger = metricslib.MetricLogger(cfg, workdir, start_step=step)
   meta = dict(stage=cfg.stage, config=cfg.to_dict())
   status, pending = "completed", None
