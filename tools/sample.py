@@ -1,9 +1,10 @@
 """Sample with a task preset: a prompt in, text ids / image codes / speech codes out (JSON), and optionally
 the images as PNG (MAGVIT-v2) and the speech as WAV (GLM-4-Voice decoder).
 
-The model is a converted checkpoint (--checkpoint, see tools/convert_checkpoint.py) or, without one, a random
-init of --config. The prompt is text formatted with the upstream task template (--text, needs --tokenizer: the
-checkpoint's tokenizer.json) or raw token ids (--prompt_ids; tasks with image or speech inputs).
+The model is a converted or training checkpoint (--checkpoint: tools/convert_checkpoint.py output or a training
+run's <workdir>/<stage>/checkpoints) or, without one, a random init of --config. The prompt is text formatted
+with the upstream task template (--text, needs --tokenizer: the checkpoint's tokenizer.json) or raw token ids
+(--prompt_ids; tasks with image or speech inputs).
 
   python tools/sample.py --checkpoint /ckpt/omni_orbax --tokenizer /ckpt/Omni-Diffusion --task t2i \
       --text "a red bicycle leaning on a wall" --magvit magvit.safetensors --png_dir out/
@@ -22,7 +23,8 @@ from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", os.path.join(os.path.dirname(__file__), "..", "configs", "tiny.py"), "Model config (vocab, model).")
-_CHECKPOINT = flags.DEFINE_string("checkpoint", None, "Converted Orbax checkpoint (its config replaces --config).")
+_CHECKPOINT = flags.DEFINE_string("checkpoint", None,
+                                  "Converted or training Orbax checkpoint (its config replaces --config).")
 _TEXT = flags.DEFINE_multi_string("text", None, "Task text (caption, TTS text, question); repeat for a batch.")
 _TOKENIZER = flags.DEFINE_string("tokenizer", None, "tokenizer.json, or a directory holding it (for --text).")
 _PNG_DIR = flags.DEFINE_string("png_dir", None, "Decode generated image codes to PNGs in this directory.")
