@@ -6,7 +6,6 @@ import jax
 import numpy as np
 import optax
 import pytest
-from flax import nnx
 
 from configs import stage1
 from omnidiff_jax import sharding
