@@ -3,6 +3,7 @@ the no-speech path unchanged, and a tiny run on a mixture source whose rows carr
 import jax
 import ml_collections
 import numpy as np
+import optax
 import pytest
 from flax import nnx
 
@@ -10,7 +11,7 @@ from configs import stage1
 from omnidiff_jax import checkpoints, sharding
 from omnidiff_jax.data import records, synthetic
 from omnidiff_jax.training import batch as batchlib
-from omnidiff_jax.training import checkpointing, loop, loss as losslib, train_step
+from omnidiff_jax.training import checkpointing, loop, loss as losslib, optimizer as optlib, train_step
 from omnidiff_jax.vocab import VocabLayout
 
 FEATURE_ROWS = 8
@@ -141,6 +142,19 @@ def test_speech_needs_a_matching_projector():
   cfg.model.audio_projector = None
   with pytest.raises(ValueError, match="needs model.audio_projector"):
     train_step.make_trainer(cfg, sharding.make_mesh(cfg.mesh))
+
+
+def test_frozen_patterns_reach_the_projector():
+  cfg = _cfg()
+  cfg.optimizer.frozen = ["^audio_projection/"]
+  trainer = train_step.make_trainer(cfg, sharding.make_mesh(cfg.mesh))
+  frozen = {path for path, f in _leaves(optlib.frozen_mask(trainer.abstract_state["params"], cfg.optimizer.frozen))
+            .items() if f}
+  assert frozen == {(PROJECTOR, "pre_proj_layernorm", "scale"), (PROJECTOR, "pre_proj_layernorm", "bias"),
+                    (PROJECTOR, "linear_1", "kernel"), (PROJECTOR, "linear_2", "kernel")}
+  adam = trainer.abstract_state["opt_state"].inner_state.inner_states["trained"].inner_state[1][0]
+  assert isinstance(adam.mu[PROJECTOR]["linear_1"]["kernel"], optax.MaskedNode)  # no optimizer state
+  assert adam.mu["lm_head"]["kernel"].shape == (128, cfg.vocab.size)
 
 
 def write_speech_source(directory, cfg, count=24, seed=0):
