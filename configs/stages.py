@@ -8,7 +8,12 @@ of each source under DATA_ROOT). Per-stage steps and batch are not published (UN
 the released SFT script: 128 packed rows of 3072 tokens per step, warmup 3 %.
 
 `get_config('tiny')` gives the tiny model with short rows for CPU runs and tests.
+
+Every stage's model has the speech-input projector (`model.audio_projector`, input width data.feature_dim =
+the SenseVoice encoder's output width: 512, tiny 32 as configs/sensevoice_tiny.py), so the parameter tree is
+the same in all stages; it only receives gradients from rows with user speech (data.feature_rows > 0).
 """
+from configs import sensevoice, sensevoice_tiny
 from omnidiff_jax.data import stages as data_stages
 from omnidiff_jax.training.config import add_training_sections
 
@@ -29,11 +34,21 @@ def stage_config(stage: str, arg: str | None):
                                 mixture=data_stages.task_mixture(number), steps=40, global_rows=8, seq_len=64,
                                 warmup_steps=4)
     cfg.data.min_len, cfg.data.max_len = 4, 12
+    cfg.data.feature_dim = sensevoice_tiny.get_config().encoder.output_size
     cfg.checkpoint.save_every, cfg.metrics.log_every = 10, 5
-    return cfg
+    return with_projector(cfg)
   from configs import omni_7b
   cfg = add_training_sections(omni_7b.get_config(), stage=stage, learning_rate=LEARNING_RATES[stage],
                               mixture=data_stages.task_mixture(number), steps=24_000, global_rows=128,
                               seq_len=3072, warmup_steps=720)
-  cfg.data = data_stages.data_config(number, DATA_ROOT, seq_len=cfg.train.seq_len)
+  cfg.data = data_stages.data_config(number, DATA_ROOT, seq_len=cfg.train.seq_len,
+                                     feature_dim=sensevoice.encoder_config().output_size)
+  return with_projector(cfg)
+
+
+def with_projector(cfg):
+  """Adds the speech-input projector: data.feature_dim -> the backbone width, in the backbone's dtypes."""
+  cfg.model.audio_projector = sensevoice.projector_config(
+      input_size=cfg.data.feature_dim, hidden_size=cfg.model.hidden_size, dtype=cfg.model.dtype,
+      param_dtype=cfg.model.param_dtype)
   return cfg

@@ -42,6 +42,9 @@ def model_config(*, hidden_size: int, num_layers: int, num_heads: int, num_kv_he
       attention_impl="xla",
       # See omnidiff_jax.models.dream.REMAT_POLICIES.
       remat_policy="none",
+      # None, or the speech-input projector (configs/sensevoice.py projector_config, hidden_size equal to
+      # the backbone's): DreamModel then owns `audio_projection` (see DreamModel.embed_with_audio).
+      audio_projector=None,
   ))
 
 

@@ -30,7 +30,8 @@ def _sample(tag: int, index: int, rng: np.random.Generator, eos_id: int, *, feat
   if index % 2:
     ids[-1] = eos_id
   labels = np.full(length, IGNORE_ID, np.int32)
-  labels[length // 2:] = ids[length // 2:]
+  answer = max(length // 2, 5)  # after the feature slots 2..4 (user turn: never targets)
+  labels[answer:] = ids[answer:]
   slots = np.arange(2, 2 + (3 if features else 0), dtype=np.int32)
   feats = (np.arange(len(slots) * FEATURE_DIM, dtype=np.float32).reshape(-1, FEATURE_DIM) + 1000 * tag + index)
   return {"input_ids": ids, "labels": labels, "task_id": np.int32(tag % len(TASKS)), "feature_slots": slots,
@@ -220,11 +221,14 @@ def test_rows_pass_the_training_batch_contract(tmp_path, vocab):
   path, _ = _write_source(tmp_path, "a", 3, 20, vocab.eos_id)
   batch = next(iter(pipeline.build(_data_cfg({"a": (path, 1.0)}), vocab, seq_len=SEQ_LEN, local_rows=2).dataset))
   contract.check_local_batch(batch, 2, SEQ_LEN)
-  # Rows with user-speech feature slots are refused until the train step splices the features.
+  # Rows with user-speech feature slots follow it with the configured feature rows and width; a config
+  # without feature rows refuses them.
   path, _ = _write_source(tmp_path, "b", 3, 20, vocab.eos_id, features=True)
   batch = next(iter(pipeline.build(_data_cfg({"b": (path, 1.0)}, feature_rows=8), vocab, seq_len=SEQ_LEN,
                                    local_rows=2).dataset))
-  with pytest.raises(ValueError, match="audio_slots"):
+  assert batch["audio_slots"].sum() > 0
+  contract.check_local_batch(batch, 2, SEQ_LEN, num_feature_rows=8, feature_dim=FEATURE_DIM)
+  with pytest.raises(ValueError, match="'audio_slots' marks user-speech slots, but data.feature_rows is 0"):
     contract.check_local_batch(batch, 2, SEQ_LEN)
 
 

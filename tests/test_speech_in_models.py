@@ -69,33 +69,23 @@ def test_splice_into_backbone_embeddings(sv):
   model = sharding.create_model(backbone_cfg, seed=2)
   rng = np.random.default_rng(0)
   ids = jnp.asarray(rng.integers(0, 200, (2, 40)), jnp.int32)
-  lengths = data["encoder_lengths"]                                  # [13, 10]
-  slots = [(0, np.arange(5, 5 + lengths[0])), (1, np.arange(20, 20 + lengths[1]))]
-  rows = jnp.asarray(audio_adapter.audio_source_rows(slots, lengths, (2, 40), data["encoder_out"].shape[1]))
+  lengths = data["encoder_lengths"]                                  # [13, 10]: clip b goes into row b
+  slots = np.zeros((2, 40), bool)
+  slots[0, 5:5 + lengths[0]], slots[1, 20:20 + lengths[1]] = True, True
 
   @nnx.jit
-  def run(projector, model, encoder_out, ids, rows):
-    projected = projector(encoder_out)                               # (2 clips, 13, 128)
+  def run(projector, model, encoder_out, ids, slots):
+    projected = projector(encoder_out)                               # (2 rows, 13, 128)
     embeds = model.embed(ids)
-    spliced = audio_adapter.splice_audio_features(embeds, projected, rows)
+    spliced = audio_adapter.splice_features(embeds, projected, slots)
     return projected, embeds, spliced, model(inputs_embeds=spliced), model(inputs_embeds=embeds)
 
-  projected, embeds, spliced, logits, plain_logits = run(projector, model, data["encoder_out"], ids, rows)
+  projected, embeds, spliced, logits, plain_logits = run(projector, model, data["encoder_out"], ids, slots)
   np.testing.assert_array_equal(spliced[0, 5:18], projected[0, :13])
   np.testing.assert_array_equal(spliced[1, 20:30], projected[1, :10])
-  keep = np.asarray(rows) < 0
-  np.testing.assert_array_equal(np.asarray(spliced)[keep], np.asarray(embeds)[keep])
+  np.testing.assert_array_equal(np.asarray(spliced)[~slots], np.asarray(embeds)[~slots])
   assert logits.shape == (2, 40, backbone_cfg.vocab_size) and bool(jnp.isfinite(logits).all())
   assert not np.allclose(logits, plain_logits)
-
-
-def test_audio_source_rows_errors():
-  with pytest.raises(ValueError, match="3 audio slots for 4"):
-    audio_adapter.audio_source_rows([(0, [1, 2, 3])], [4], (1, 10), 6)
-  with pytest.raises(ValueError, match="overlap"):
-    audio_adapter.audio_source_rows([(0, [1, 2]), (0, [2, 3])], [2, 2], (1, 10), 6)
-  with pytest.raises(ValueError, match="outside"):
-    audio_adapter.audio_source_rows([(0, [9, 10])], [2], (1, 10), 6)
 
 
 @pytest.fixture(scope="module")

@@ -4,8 +4,10 @@
   python tools/convert_checkpoint.py hf-to-orbax /ckpt/Omni-Diffusion /ckpt/omni_orbax
   python tools/convert_checkpoint.py hf-to-orbax /ckpt/Omni-Diffusion /ckpt/omni_orbax --config configs/omni_7b.py
       --dtype bfloat16 --mesh 1,-1,1 --cpu-devices 8
-  # Orbax -> sharded HF safetensors + index + config.json (loadable by PyTorch / serving stacks)
+  # Orbax -> sharded HF safetensors + index + config.json (loadable by PyTorch / serving stacks); a training
+  # run's checkpoints directory exports too (its newest step: backbone + trained audio projector)
   python tools/convert_checkpoint.py orbax-to-hf /ckpt/omni_orbax /ckpt/omni_hf --max-shard-size 5GB
+  python tools/convert_checkpoint.py orbax-to-hf /work/omni/stage3/checkpoints /ckpt/omni_stage3_hf
   # Dream layout (152,064 rows) -> Omni layout (176,264 rows); new rows ~ N(0, 0.02)
   python tools/convert_checkpoint.py expand-vocab /ckpt/dream_orbax /ckpt/dream_omni_vocab --seed 0
   # Tokenizer networks -> our safetensors parameter files

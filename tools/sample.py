@@ -1,8 +1,9 @@
 """Sample with a task preset: texts / images / speech in, text ids / image codes / speech codes out (JSON), and
 optionally the images as PNG (MAGVIT-v2) and the speech as WAV (GLM-4-Voice decoder).
 
-The model is a converted checkpoint (--checkpoint, see tools/convert_checkpoint.py) or, without one, a random
-init of --config. Inputs, one of each per batch row (rows of different lengths are left padded):
+The model is a converted or training checkpoint (--checkpoint: tools/convert_checkpoint.py output or a training
+run's <workdir>/<stage>/checkpoints) or, without one, a random init of --config. Inputs, one of each per batch
+row (rows of different lengths are left padded):
   t2i, tts, tts_eval: --text          vqa, mme: --text (question) --image          svqa: --wav --image
   asr, asr_eval, s2i: --wav
 formatted as upstream's inference does (omnidiff_jax.sampling.inputs) with the checkpoint's --tokenizer.
@@ -39,7 +40,8 @@ from ml_collections import config_flags
 
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "configs")
 _CONFIG = config_flags.DEFINE_config_file("config", os.path.join(CONFIG_DIR, "tiny.py"), "Model config (vocab, model).")
-_CHECKPOINT = flags.DEFINE_string("checkpoint", None, "Converted Orbax checkpoint (its config replaces --config).")
+_CHECKPOINT = flags.DEFINE_string("checkpoint", None,
+                                  "Converted or training Orbax checkpoint (its config replaces --config).")
 _TASK = flags.DEFINE_string("task", "t2i", "Task preset (omnidiff_jax.sampling.presets.PRESETS); inputs above.")
 _TEXT = flags.DEFINE_multi_string("text", None, "Task text (caption, TTS text, question); repeat for a batch.")
 _IMAGE = flags.DEFINE_multi_string("image", None, "Image file (vqa, mme, svqa); repeat for a batch.")
@@ -96,19 +98,22 @@ def load_model(cfg, checkpoint: str | None, seed: int):
   return sharding.create_model(cfg.model, seed=seed), cfg
 
 
-def speech_encoder():
-  """The SpeechEncoder of the --sensevoice* / --projector / --cmvn flags and the checkpoint's extra tensors."""
+def speech_encoder(model):
+  """The SpeechEncoder of the --sensevoice* / --projector / --cmvn flags, the model's own projector (training
+  checkpoints) and the checkpoint's carried-through tensors (converted checkpoints)."""
   from omnidiff_jax.checkpoints import load_extra
   from omnidiff_jax.config import load_config_file
   from omnidiff_jax.sampling import inputs
-  checkpoint = _CHECKPOINT.value
+  checkpoint, projector = _CHECKPOINT.value, model.audio_projection
   spec = _SENSEVOICE_CONFIG.value or os.path.join(CONFIG_DIR, "sensevoice.py" if checkpoint else "sensevoice_tiny.py")
-  extra = load_extra(checkpoint) if checkpoint and not (_SENSEVOICE.value and _PROJECTOR.value) else None
+  has_projector = bool(_PROJECTOR.value) or projector is not None
+  extra = load_extra(checkpoint) if checkpoint and not (_SENSEVOICE.value and has_projector) else None
   if extra == {}:
     raise app.UsageError(f"--checkpoint {checkpoint} carries no SenseVoice / projector tensors: pass --sensevoice "
-                         "and --projector (tools/speech_tokenize.py convert)")
+                         f"{'' if has_projector else 'and --projector '}(tools/speech_tokenize.py convert)")
   return inputs.load_speech_encoder(load_config_file(spec), extra=extra, sensevoice_params=_SENSEVOICE.value,
-                                    projector_params=_PROJECTOR.value, cmvn_file=_CMVN.value, seed=_SEED.value)
+                                    projector_params=_PROJECTOR.value, projector=projector, cmvn_file=_CMVN.value,
+                                    seed=_SEED.value)
 
 
 def sample_inputs(model, vocab, overrides: dict):
@@ -123,7 +128,7 @@ def sample_inputs(model, vocab, overrides: dict):
                      if _IMAGE.value else None)
   result, sampler_cfg, prompts = inputs.generate_from_inputs(
       model, vocab, tokenizer, _TASK.value, texts=_TEXT.value, images=_IMAGE.value, wavs=_WAV.value,
-      image_tokenizer=image_tokenizer, speech_encoder=speech_encoder() if _WAV.value else None,
+      image_tokenizer=image_tokenizer, speech_encoder=speech_encoder(model) if _WAV.value else None,
       image_resolution=_IMAGE_RES.value, text_len=_TEXT_LEN.value, seed=_SEED.value, **overrides)
   return result, sampler_cfg, [ids.tolist() for ids in prompts.ids]
 

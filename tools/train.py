@@ -3,11 +3,15 @@
   python tools/train.py --config configs/stage1.py:tiny --workdir /tmp/omni_tiny                # one stage
   python tools/train.py --config configs/stage1.py:tiny --workdir /tmp/omni_tiny --curriculum   # 1 -> 2 -> 3
   python tools/train.py --config configs/stage3.py --workdir gs://bucket/omni --cpu_devices=0   # 7B, real devices
+  python tools/train.py --config configs/stage1.py --workdir /ckpt/omni --cpu_devices=0 \
+      --config.train.init_from=/ckpt/omni_orbax   # stage 1 from converted Omni (or vocab-expanded Dream) weights
 
 Stage <s> writes <workdir>/<s>/{checkpoints, metrics.jsonl, tensorboard}. Re-running the same command
-resumes from the newest checkpoint (exactly: model, optimizer, step, RNG and data position). A stage other
-than stage1 with an empty train.init_from starts from <workdir>/<previous stage>/checkpoints. With
---curriculum, the command-line --config.* overrides apply to every stage. Multi-host: set
+resumes from the newest checkpoint (exactly: model, optimizer, step, RNG and data position). train.init_from
+takes a converted checkpoint (tools/convert_checkpoint.py hf-to-orbax) or a training run's checkpoints
+directory; a stage other than stage1 with an empty train.init_from starts from
+<workdir>/<previous stage>/checkpoints. With --curriculum, the command-line --config.* overrides apply to
+every stage. Multi-host: set
 --config.distributed.coordinator_address/num_processes/process_id (or OMNIDIFF_COORDINATOR, ...), or run
 under a launcher jax.distributed detects (TPU pods, SLURM).
 """

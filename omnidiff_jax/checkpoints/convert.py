@@ -19,7 +19,7 @@ from flax import nnx
 from tqdm import tqdm
 
 from omnidiff_jax import config as cfglib
-from omnidiff_jax.checkpoints import hf_names, orbax_io
+from omnidiff_jax.checkpoints import hf_names, orbax_io, speech_in
 from omnidiff_jax.checkpoints.safetensors_io import (FLOAT_DTYPES, CheckpointError, HFCheckpoint, np_dtype,
                                                      parse_size, plan_shards, write_hf)
 from omnidiff_jax.vocab import VocabLayout, verify_tokenizer
@@ -185,6 +185,7 @@ def hf_to_orbax(hf_dir: str | os.PathLike, out: str | os.PathLike, *,
   store_dtype = {name.path: np.dtype(jnp.dtype(dtype)) if dtype else
                  np_dtype(ckpt.dtype(hf_names.hf_keys(name, model_cfg.num_layers)[0])) for name in names}
   model_cfg.param_dtype = store_dtype[("embed_tokens", "embedding")].name
+  model_cfg.audio_projector = None  # 'params' holds the backbone; an Omni projector stays in 'extra' (HF names)
   if config is None:
     model_cfg.dtype = model_cfg.param_dtype
   config = ml_collections.ConfigDict(dict(vocab=vocab, model=model_cfg))
@@ -222,11 +223,14 @@ def _restore_numpy(path, tree_path: tuple[str, ...], shape, dtype) -> np.ndarray
 
 def orbax_to_hf(ckpt_path: str | os.PathLike, out_dir: str | os.PathLike, *, max_shard_size: str | int = "5GB",
                 dtype: str | None = None, progress: bool = True) -> list[str]:
-  """Exports a checkpoint to an HF directory (sharded safetensors + index + config.json).
+  """Exports a converted or training checkpoint to an HF directory (sharded safetensors + index + config.json).
 
-  Backbone tensors get the HF Qwen2/Dream names; extra Omni weights keep the names they came with.
-  dtype None keeps the stored dtypes (HF -> Orbax -> HF is then byte-identical). The output appears
-  atomically (written to '<out_dir>.incomplete', renamed at the end). Returns the HF keys written.
+  Backbone tensors get the HF Qwen2/Dream names; extra Omni weights keep the names they came with; a trained
+  audio projector (params/audio_projection) gets Omni's names 'model.audio_projection.*' (the optimizer state
+  of a training checkpoint is not exported, nor is the frozen SenseVoice encoder, which training does not
+  hold: take it from the source checkpoint). dtype None keeps the stored dtypes (HF -> Orbax -> HF is then
+  byte-identical). The output appears atomically (written to '<out_dir>.incomplete', renamed at the end).
+  Returns the HF keys written.
   """
   meta = orbax_io.read_metadata(ckpt_path)
   cfg = ml_collections.ConfigDict(meta["config"])
@@ -243,6 +247,10 @@ def orbax_to_hf(ckpt_path: str | os.PathLike, out_dir: str | os.PathLike, *, max
     if path[0] == "extra":
       plan.append((".".join(path[1:]), int(np.prod(shape)) * out_dtype(dt).itemsize))
       sources.append((path, None))
+  projector_paths = [p for p in shapes if p[:2] == ("params", "audio_projection")]
+  projector = speech_in.projector_to_hf({p[2:]: _restore_numpy(ckpt_path, p, *shapes[p])
+                                         for p in projector_paths}) if projector_paths else {}  # small
+  plan += [(key, value.size * out_dtype(value.dtype).itemsize) for key, value in projector.items()]
   shards = plan_shards(plan, parse_size(max_shard_size))
   bar = tqdm(total=sum(n for _, n in plan), unit="B", unit_scale=True, desc="orbax-to-hf", disable=not progress)
 
@@ -256,6 +264,10 @@ def orbax_to_hf(ckpt_path: str | os.PathLike, out_dir: str | os.PathLike, *, max
         bar.update(piece.nbytes)
         yield key, piece
       del value
+    for key, value in projector.items():
+      value = value.astype(out_dtype(value.dtype), copy=False)
+      bar.update(value.nbytes)
+      yield key, value
 
   first_dtype = out_dtype(shapes[("params", "embed_tokens", "embedding")][1]).name
   write_hf(out_dir, shards, tensors(), hf_config_from(cfg, meta.get("hf_config"), first_dtype))
@@ -273,6 +285,9 @@ def expand_vocab(src: str | os.PathLike, out: str | os.PathLike, *, vocab: ml_co
   text ids must match the source's.
   """
   meta = orbax_io.read_metadata(src)
+  if meta.get("source") == "training":
+    raise CheckpointError(f"cannot expand {src}", ["it is a training checkpoint; expand the converted checkpoint "
+                                                   "the run started from"])
   cfg = ml_collections.ConfigDict(meta["config"])
   vocab = vocab if vocab is not None else cfglib.vocab_config(**KNOWN_VOCABS[176_264])
   old, new = cfg.model.vocab_size, vocab.size

@@ -1,11 +1,23 @@
 """Our Orbax checkpoint format, written parameter by parameter and read back onto any mesh.
 
-Layout (an Orbax CheckpointManager directory, so training checkpoints can share it):
+One layout for converted and trained models (an Orbax CheckpointManager directory):
 
-  <root>/<step>/state/...             item 'state': {'params': <DreamModel nnx.Param pure dict>,
-                                                      'extra':  {<HF key split on '.'>: array}}  (optional)
-  <root>/<step>/_CHECKPOINT_METADATA   custom_metadata: {'config': {'vocab': .., 'model': ..},
-                                                         'hf_config': <config.json of the source>, ...}
+  <root>/<step>/state/...              item 'state': {'params': <DreamModel nnx.Param pure dict>, ...}
+  <root>/<step>/_CHECKPOINT_METADATA   custom_metadata: {'format': FORMAT, 'config': {'vocab': .., 'model': ..},
+                                                         ...}
+
+  converted (convert.hf_to_orbax)  state = {'params': backbone, 'extra': {<HF key split on '.'>: array}}
+                                   ('extra', optional: the Omni weights outside the backbone, SenseVoice
+                                   encoder and audio projector, under their HF names); metadata also
+                                   'hf_config' (config.json of the source) and 'extra_keys'
+  training (training.checkpointing) <workdir>/checkpoints: state = {'params': backbone + 'audio_projection'
+                                   (when model.audio_projector is set), 'opt_state', 'step', 'rng'} and the
+                                   items 'data' (Grain iterator) and 'meta'; metadata also 'source':
+                                   'training' and 'stage'
+
+`load` and `restore` read only the 'params' subtree they are given (partial restore), so both load as a
+DreamModel (its config from the metadata), convert.orbax_to_hf exports both, and train.init_from takes both
+(omnidiff_jax.training.checkpointing.restore_params).
 
 Conversion writes with Orbax's partial save (one `partial.save` per parameter, so only one parameter is
 alive at a time) and commits with `partial.finalize`, an atomic rename: until then the checkpoint lives
@@ -31,6 +43,7 @@ from omnidiff_jax import sharding
 from omnidiff_jax.models.dream import DreamModel
 
 STATE = "state"  # the Orbax item holding the arrays
+STEP_METADATA = "_CHECKPOINT_METADATA"  # Orbax's per-step metadata file (holds the custom metadata)
 FORMAT = "omnidiff_jax.checkpoint/1"
 PARTIAL_SUFFIX = ".partial_save"
 
@@ -83,7 +96,7 @@ def write(step_dir: str | os.PathLike, arrays: Iterator[tuple[tuple[str, ...], A
 def resolve_step(path: str | os.PathLike) -> pathlib.Path:
   """Resolves a checkpoint root (latest committed step) or a step directory to the step directory."""
   path = pathlib.Path(path)
-  if (path / "_CHECKPOINT_METADATA").is_file():
+  if (path / STEP_METADATA).is_file():
     return path
   if not path.is_dir():
     raise FileNotFoundError(f"{path}: no such checkpoint directory")
@@ -95,15 +108,10 @@ def resolve_step(path: str | os.PathLike) -> pathlib.Path:
   return path / str(step)
 
 
-def _manager(step: pathlib.Path) -> tuple[ocp.CheckpointManager, int]:
-  mgr = ocp.CheckpointManager(step.parent.absolute(), item_handlers={STATE: ocp.PyTreeCheckpointHandler()})
-  return mgr, int(step.name)
-
-
 def read_metadata(path: str | os.PathLike) -> dict:
   """The custom metadata dict ({'config': .., 'hf_config': .., ...}) of a checkpoint."""
-  mgr, step = _manager(resolve_step(path))
-  meta = mgr.metadata(step).custom_metadata or {}
+  step_metadata = ocp.metadata.metadata_store(enable_write=False).read(resolve_step(path) / STEP_METADATA)
+  meta = (step_metadata or {}).get("custom_metadata") or {}
   if meta.get("format") != FORMAT:
     raise ValueError(f"{path}: not an omnidiff_jax checkpoint (custom metadata format {meta.get('format')!r})")
   return meta
@@ -115,11 +123,11 @@ def read_config(path: str | os.PathLike) -> ml_collections.ConfigDict:
 
 
 def array_shapes(path: str | os.PathLike) -> dict[tuple[str, ...], tuple[tuple[int, ...], np.dtype]]:
-  """{tree path: (shape, stored dtype)} for every array in the checkpoint, from metadata only."""
-  mgr, step = _manager(resolve_step(path))
-  tree = mgr.item_metadata(step)[STATE].tree
+  """{tree path: (shape, stored dtype)} for every array of the 'state' item, from metadata only."""
+  tree = ocp.PyTreeCheckpointHandler().metadata(resolve_step(path).absolute() / STATE).tree
   flat = jax.tree_util.tree_flatten_with_path(tree)[0]
-  return {tuple(k.key for k in keypath): (tuple(m.shape), np.dtype(m.dtype)) for keypath, m in flat}
+  return {tuple(getattr(k, "key", getattr(k, "idx", None)) for k in keypath): (tuple(m.shape), np.dtype(m.dtype))
+          for keypath, m in flat}
 
 
 def restore(path: str | os.PathLike, target: dict) -> dict:
@@ -128,7 +136,6 @@ def restore(path: str | os.PathLike, target: dict) -> dict:
   Leaves with a sharding come back as jax.Arrays placed accordingly; leaves without one as numpy
   arrays. Dtypes are cast to the target's. Arrays not named in `target` are not read.
   """
-  mgr, step = _manager(resolve_step(path))
 
   def args(leaf):
     if getattr(leaf, "sharding", None) is None:
@@ -136,15 +143,15 @@ def restore(path: str | os.PathLike, target: dict) -> dict:
     return ocp.ArrayRestoreArgs(sharding=leaf.sharding, global_shape=leaf.shape, dtype=leaf.dtype)
 
   restore_args = jax.tree.map(args, target)
-  out = mgr.restore(step, args=ocp.args.Composite(**{STATE: ocp.args.PyTreeRestore(
-      target, restore_args=restore_args, partial_restore=True)}))
-  return out[STATE]
+  with ocp.PyTreeCheckpointer() as checkpointer:
+    return checkpointer.restore(resolve_step(path).absolute() / STATE, args=ocp.args.PyTreeRestore(
+        target, restore_args=restore_args, partial_restore=True))
 
 
-def load_extra(path: str | os.PathLike) -> dict[str, np.ndarray]:
-  """The carried-through Omni weights outside the backbone (SenseVoice encoder, audio projector) as
-  {HF key: numpy array in its stored dtype}; {} when the checkpoint has none."""
-  shapes = {p: s for p, s in array_shapes(path).items() if p[0] == "extra"}
+def load_extra(path: str | os.PathLike, prefix: str = "") -> dict[str, np.ndarray]:
+  """The carried-through Omni weights outside the backbone (SenseVoice encoder, audio projector) whose HF key
+  starts with `prefix`, as {HF key: numpy array in its stored dtype}; {} when the checkpoint has none."""
+  shapes = {p: s for p, s in array_shapes(path).items() if p[0] == "extra" and ".".join(p[1:]).startswith(prefix)}
   if not shapes:
     return {}
   target = {}
@@ -178,10 +185,12 @@ def abstract_model(model_cfg: ml_collections.ConfigDict, mesh: jax.sharding.Mesh
 
 def load(path: str | os.PathLike, *, mesh: jax.sharding.Mesh | None = None,
          dtype: str | None = None) -> tuple[DreamModel, ml_collections.ConfigDict]:
-  """Loads a converted (or trained) checkpoint as a ready DreamModel.
+  """Loads a converted or trained checkpoint as a ready DreamModel.
 
   Args:
-    path: a checkpoint root (its latest committed step is used) or one step directory.
+    path: a checkpoint root (its latest committed step is used), e.g. a training run's
+      <workdir>/checkpoints, or one step directory. The model has an `audio_projection` when the stored
+      model config has an audio_projector (trained checkpoints of the stage configs).
     mesh: device mesh to shard the parameters over (logical rules of omnidiff_jax.sharding); it may
       differ from the mesh (or device count) that saved. None puts everything on the default device.
     dtype: parameter dtype, e.g. 'bfloat16'; None keeps the stored config's model.param_dtype.

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import glob
+import importlib.util
 import os
 from typing import Callable, Mapping
 
@@ -39,6 +40,7 @@ class Entry:
   layers: tuple[int, ...] = ()       # layer indices stacked on axis 0 when key has '{i}'
 
 
+# Each layout is its own inverse, so the same functions map our arrays back to theirs (projector_to_hf).
 _LAYOUTS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "copy": lambda a: a,
     "linear": lambda a: a.T,
@@ -94,6 +96,17 @@ def whisper_vq_entries(cfg) -> list[Entry]:
 def projector_entries() -> list[Entry]:
   return (_norm(("pre_proj_layernorm",), "pre_proj_layernorm") + _linear(("linear_1",), "mlp.0", bias=False)
           + _linear(("linear_2",), "mlp.2", bias=False))
+
+
+def projector_to_hf(values: Mapping[tuple[str, ...], np.ndarray],
+                    prefix: str = "model.audio_projection.") -> dict[str, np.ndarray]:
+  """Our projector parameters ({path: array}, e.g. ('linear_1', 'kernel')) -> Omni's HF tensors
+  ('model.audio_projection.mlp.0.weight', ...): the inverse of load_projector."""
+  missing = [e.path for e in projector_entries() if e.path not in values]
+  if missing:
+    raise CheckpointMismatchError(f"projector: no parameter(s) {['/'.join(p) for p in missing]}")
+  return {prefix + e.key: np.ascontiguousarray(_LAYOUTS[e.layout](np.asarray(values[e.path])))
+          for e in projector_entries()}
 
 
 def strip_prefix(tensors: Tensors, anchor: str, what: str) -> dict[str, np.ndarray]:
@@ -220,10 +233,9 @@ def read_safetensors(path: str) -> dict[str, np.ndarray]:
   files = sorted(glob.glob(os.path.join(path, "model*.safetensors"))) if os.path.isdir(path) else [path]
   if not files:
     raise FileNotFoundError(f"{path}: no model*.safetensors files")
-  try:
-    import torch  # noqa: F401  (reads bfloat16 tensors, which NumPy cannot)
+  if importlib.util.find_spec("torch") is not None:  # torch reads bfloat16 tensors, which NumPy cannot
     framework, to_numpy = "pt", lambda v: (v.float() if v.is_floating_point() else v).numpy()
-  except ImportError:
+  else:
     framework, to_numpy = "np", lambda v: v
   out = {}
   for f in files:

@@ -7,6 +7,10 @@ ids and padding (segment id 0) is masked out of the keys. The logit at position 
 
 The decoder layers are stacked on a leading 'layers' axis (created with nnx.vmap) and applied with
 jax.lax.scan over the split parameter state, wrapped in jax.checkpoint with the configured remat policy.
+
+With `model.audio_projector` configured, the model also owns upstream's `audio_projection` (the speech-input
+ResamplerProjector, omnidiff_jax.models.audio_adapter), trained with the backbone; `embed_with_audio` splices
+its projection of precomputed (frozen) SenseVoice encoder features into the `<|context_of_audio|>` slots.
 """
 from __future__ import annotations
 
@@ -20,6 +24,7 @@ from flax.linen import with_logical_constraint
 from jax.ad_checkpoint import checkpoint_name
 
 from omnidiff_jax.models.attention import dot_product_attention
+from omnidiff_jax.models.audio_adapter import AudioProjector, splice_features
 
 Array = jax.Array
 
@@ -191,10 +196,28 @@ class DreamModel(nnx.Module):
     self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, pdt)
     self.lm_head = nnx.Linear(cfg.hidden_size, cfg.vocab_size, use_bias=False, dtype=dt, param_dtype=pdt,
                               kernel_init=_init(cfg, ("embed", "vocab")), rngs=rngs)
+    # Built last, so the backbone's initialisation does not depend on whether it exists. Small and replicated
+    # (no sharding annotations).
+    projector = cfg.get("audio_projector")
+    if projector is not None and projector.hidden_size != cfg.hidden_size:
+      raise ValueError(f"model.audio_projector.hidden_size={projector.hidden_size} must equal "
+                       f"model.hidden_size={cfg.hidden_size}")
+    self.audio_projection = None if projector is None else AudioProjector(projector, rngs=rngs)
 
   def embed(self, input_ids: Array) -> Array:
     """input_ids: (B, L) int -> (B, L, D) in the compute dtype."""
     return self.embed_tokens(input_ids)
+
+  def embed_with_audio(self, input_ids: Array, audio_features: Array, audio_slots: Array) -> Array:
+    """Token embeddings with the projected user-speech features written into the audio slots.
+
+    input_ids: (B, L) int; audio_features: (B, F, A) encoder outputs (A = audio_projector.input_size), the
+    k-th row of a row's features for its k-th slot; audio_slots: (B, L) bool or 0/1 int, at most F per row.
+    Returns (B, L, D) in the compute dtype.
+    """
+    if self.audio_projection is None:
+      raise ValueError("this model has no audio projector (model.audio_projector is not configured)")
+    return splice_features(self.embed(input_ids), self.audio_projection(audio_features), audio_slots)
 
   def hidden_states(self, inputs_embeds: Array, positions: Array, segment_ids: Array | None = None) -> Array:
     """Runs the decoder stack and the final norm.

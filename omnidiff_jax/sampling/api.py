@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from omnidiff_jax.models.audio_adapter import splice_features
 from omnidiff_jax.sampling import sampler
 from omnidiff_jax.sampling.schedule import SamplerConfig
 from omnidiff_jax.vocab import VocabLayout
@@ -25,17 +26,6 @@ def left_pad(prompts: Sequence[Sequence[int]], pad_id: int) -> tuple[np.ndarray,
     ids[row, length - len(prompt):] = prompt
     mask[row, length - len(prompt):] = True
   return ids, mask
-
-
-def splice_features(embeds: Array, features: Array, slots: Array) -> Array:
-  """Writes continuous features (e.g. projected speech encoder outputs) into placeholder slots.
-
-  embeds: (B, P, D) token embeddings; features: (B, T, D), consumed in order; slots: (B, P) bool, True at the
-  placeholder positions (at most T per row). Returns (B, P, D).
-  """
-  index = jnp.clip(jnp.cumsum(slots, axis=1) - 1, 0, features.shape[1] - 1)
-  gathered = jnp.take_along_axis(features, index[..., None], axis=1).astype(embeds.dtype)
-  return jnp.where(slots[..., None], gathered, embeds)
 
 
 def embed_prompts(model, prompts: Sequence[Sequence[int]], pad_id: int,
@@ -96,7 +86,7 @@ def generate(model, cfg: SamplerConfig, vocab: VocabLayout, *, prompt_ids=None, 
   """Fills a generation region after each prompt with the jitted sampler.
 
   model: DreamModel. prompt_ids: (B, P) int (with prompt_mask, left padded) or a list of id lists (left padded
-  here with the pad id); or prompt_embeds (B, P, D) with prompt_mask, e.g. from splice_features. Give
+  here with the pad id); or prompt_embeds (B, P, D) with prompt_mask, e.g. from audio_adapter.splice_features. Give
   region_len for an all-mask region, or known_region (B, G) ids with mask ids where to generate (inpainting).
   uncond_ids / uncond_mask: the unconditional prompts for CFG (cfg.cfg_scale > 0), same forms as prompt_ids.
   Returns a SampleResult with tokens (B, G).

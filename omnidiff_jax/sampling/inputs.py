@@ -12,8 +12,9 @@ after the task's system turn (s2i, svqa), in ChatML with the generation prompt, 
     data.encode.IMAGE_RESOLUTION['user']) -> 32 x 32 = 1024 MAGVIT-v2 codes, expanded as
     <|begin_of_image|> <|image_c|>... <|end_of_image|>.
   Speech (`add_audio_input_contiguous`): torchaudio load, channels averaged, resampled to 16 kHz (torchaudio's
-    sinc method: audio_frontend.resample), WavFrontend (fbank + LFR + CMVN) -> in the model the frozen SenseVoice encoder (T_lfr + 4 rows) and the projector, whose
-    rows overwrite the embeddings of the <|context_of_audio|> x (T_lfr + 4) slots.
+    sinc method: audio_frontend.resample), WavFrontend (fbank + LFR + CMVN) -> in the model the frozen
+    SenseVoice encoder (T_lfr + 4 rows) and the projector, whose rows overwrite the embeddings of the
+    <|context_of_audio|> x (T_lfr + 4) slots.
   CFG (s2i, cfg 2.0; generation_utils.py, task 'S2I'): the unconditional prompt is the system turn, an empty
     user turn and the generation prompt. Upstream's T2I demo runs with cfg 0 (its generate() would use random
     caption ids), so t2i gets none here: with a cfg_scale override pass uncond_ids to presets.generate_task.
@@ -100,20 +101,25 @@ class SpeechEncoder:
 
 
 def load_speech_encoder(cfg, *, extra: dict[str, np.ndarray] | None = None, sensevoice_params: str | None = None,
-                        projector_params: str | None = None, cmvn_file: str = "", seed: int = 0) -> SpeechEncoder:
+                        projector_params: str | None = None, projector: AudioProjector | None = None,
+                        cmvn_file: str = "", seed: int = 0) -> SpeechEncoder:
   """A SpeechEncoder for a speech config (configs/sensevoice.py: frontend, encoder, projector sections).
 
   Each network's weights come from our parameter file (sensevoice_params / projector_params, written by
   tools/speech_tokenize.py convert), else from `extra`: the converted Omni checkpoint's carried-through tensors
   by HF name (omnidiff_jax.checkpoints.load_extra; prefixes are found and stripped), else from a deterministic
-  random init (with a warning: the random-model demo). cmvn_file: SenseVoiceSmall's am.mvn (overrides
-  cfg.frontend.cmvn_file). Raises CheckpointMismatchError (a ValueError) listing what does not fit.
+  random init (with a warning: the random-model demo). projector: the backbone's own trained projector
+  (DreamModel.audio_projection of a training checkpoint), used unless projector_params is given.
+  cmvn_file: SenseVoiceSmall's am.mvn (overrides cfg.frontend.cmvn_file). Raises CheckpointMismatchError (a ValueError) listing what does not fit.
   """
   from omnidiff_jax.checkpoints import speech_in
   from omnidiff_jax.models import audio_frontend
   nets = {}
   for kind, params, load in (("sensevoice", sensevoice_params, speech_in.load_sensevoice),
                              ("projector", projector_params, speech_in.load_projector)):
+    if kind == "projector" and projector is not None and not params:
+      nets[kind] = projector
+      continue
     nets[kind] = speech_in.model_for(kind, cfg)
     if params:
       speech_in.load_params(nets[kind], params)

@@ -1,9 +1,12 @@
 """Preemption-safe Orbax checkpoints of the train state and the data iterator.
 
 Layout: <dir>/<step>/{state, data, meta}
-  state  the train state pytree (omnidiff_jax.training.train_step), each array written in its sharding
+  state  the train state pytree (omnidiff_jax.training.train_step), each array written in its sharding;
+         state/params is the DreamModel parameter pure dict, as in converted checkpoints
   data   the Grain iterator state, one JSON per process (grain.checkpoint.CheckpointHandler)
   meta   JSON: stage, step, config
+and the step's custom metadata is omnidiff_jax.checkpoints.orbax_io's (format + vocab/model config), so
+omnidiff_jax.checkpoints.load and orbax_to_hf read training checkpoints as they read converted ones.
 
 Saves are asynchronous (Orbax writes to a temporary directory and renames it when complete, so a killed
 save never looks finished), every `checkpoint.save_every` steps, at the end and on SIGTERM; the last
@@ -19,19 +22,35 @@ import threading
 
 import grain
 import jax
+import jax.numpy as jnp
 import ml_collections
 import orbax.checkpoint as ocp
 from etils import epath
+from flax import nnx
 from jax.experimental import multihost_utils
+
+from omnidiff_jax.checkpoints import orbax_io, speech_in
+from omnidiff_jax.models.audio_adapter import AudioProjector
 
 log = logging.getLogger(__name__)
 
+PROJECTOR = "audio_projection"  # the projector's subtree of the parameters (DreamModel attribute)
+PROJECTOR_HF_PREFIX = "model.audio_projection."  # its HF names in converted checkpoints' 'extra' item
+
+
+def model_metadata(cfg: ml_collections.ConfigDict) -> dict:
+  """Custom metadata of a training checkpoint step, in omnidiff_jax.checkpoints.orbax_io's format."""
+  return dict(format=orbax_io.FORMAT, config=dict(vocab=cfg.vocab.to_dict(), model=cfg.model.to_dict()),
+              source="training", stage=cfg.get("stage", ""))
+
 
 class Checkpointer:
-  """CheckpointManager for (state, data iterator, meta) items under `directory`."""
+  """CheckpointManager for (state, data iterator, meta) items under `directory`; `custom_metadata` (e.g.
+  model_metadata(cfg)) is stored with every step."""
 
-  def __init__(self, directory: str, ckpt_cfg: ml_collections.ConfigDict):
+  def __init__(self, directory: str, ckpt_cfg: ml_collections.ConfigDict, custom_metadata: dict | None = None):
     self.directory = epath.Path(directory)
+    self.custom_metadata = custom_metadata
     self.manager = ocp.CheckpointManager(
         self.directory.resolve(), item_names=("state", "data", "meta"),
         item_handlers={"state": ocp.StandardCheckpointHandler(), "data": grain.checkpoint.CheckpointHandler(),
@@ -44,7 +63,7 @@ class Checkpointer:
     """Starts saving if `step` is due (or force); returns whether a save started."""
     return self.manager.save(step, args=ocp.args.Composite(
         state=ocp.args.StandardSave(state), data=grain.checkpoint.CheckpointSave(data_iter),
-        meta=ocp.args.JsonSave(meta)), force=force)
+        meta=ocp.args.JsonSave(meta)), force=force, custom_metadata=self.custom_metadata)
 
   def restore_latest(self, abstract_state, data_iter) -> tuple[object, int] | None:
     """(state, step) of the newest readable checkpoint, with data_iter moved to its position; None if none.
@@ -82,17 +101,58 @@ class Checkpointer:
     self.manager.close()
 
 
-def restore_params(directory: str, abstract_params):
-  """Parameters of the newest checkpoint under `directory` (e.g. the previous stage's final state)."""
-  with ocp.CheckpointManager(epath.Path(directory).resolve(), item_names=("state",)) as manager:
-    step = manager.latest_step()
-    if step is None:
-      raise FileNotFoundError(f"train.init_from={directory!r} holds no checkpoint (expected <dir>/<step>/state)")
-    target = {"params": abstract_params}
-    restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
-        target, restore_args=ocp.checkpoint_utils.construct_restore_args(target), partial_restore=True)))
-  log.info("initialised parameters from %s step %d", directory, step)
-  return restored["state"]["params"]
+def restore_params(path: str, abstract_params: dict, fresh_params: dict, model_cfg: ml_collections.ConfigDict):
+  """The parameters train.init_from names, placed like `abstract_params`.
+
+  path: a converted checkpoint (tools/convert_checkpoint.py hf-to-orbax: the backbone from its params, the
+  projector from its HF-named extra weights 'model.audio_projection.*') or a training run's checkpoints
+  directory (e.g. the previous stage's; its newest step: all parameters), or one step directory of either.
+  abstract_params: the train state's parameter pure dict of sharded ShapeDtypeStructs; fresh_params: the
+  freshly initialised parameters, kept (with a warning) for a projector the checkpoint does not have;
+  model_cfg: cfg.model. Raises ValueError listing every parameter the checkpoint lacks or has in another shape.
+  """
+  try:
+    orbax_io.read_metadata(path)
+  except (ValueError, FileNotFoundError) as e:
+    raise ValueError(f"train.init_from={path!r}: {e}; expected a converted checkpoint (tools/convert_checkpoint.py) "
+                     "or a training run's checkpoints directory") from e
+  stored = {p[1:]: shape for p, (shape, _) in orbax_io.array_shapes(path).items() if p[0] == "params"}
+  has_projector = any(p[0] == PROJECTOR for p in stored)
+  target = dict(abstract_params) if has_projector else {k: v for k, v in abstract_params.items() if k != PROJECTOR}
+  problems = []
+  for key_path, leaf in jax.tree_util.tree_flatten_with_path(target)[0]:
+    p = tuple(k.key for k in key_path)
+    if p not in stored:
+      problems.append(f"missing params/{'/'.join(p)} {leaf.shape}")
+    elif tuple(stored[p]) != tuple(leaf.shape):
+      problems.append(f"params/{'/'.join(p)}: shape {tuple(stored[p])}, the model config needs {leaf.shape}")
+  if problems:
+    raise ValueError(f"train.init_from={path!r} does not fit the model config:\n  " + "\n  ".join(problems)
+                     + "\n(a Dream checkpoint needs the Omni vocabulary first: tools/convert_checkpoint.py "
+                     "expand-vocab)")
+  params = orbax_io.restore(path, {"params": target})["params"]
+  if PROJECTOR in abstract_params and not has_projector:
+    params[PROJECTOR] = _projector_from_extra(path, model_cfg.audio_projector, abstract_params[PROJECTOR],
+                                              fresh_params[PROJECTOR])
+  elif has_projector and PROJECTOR not in abstract_params:
+    log.warning("train.init_from=%s has audio projector weights, but model.audio_projector is not configured; "
+                "they are not used", path)
+  log.info("initialised parameters from %s", orbax_io.resolve_step(path))
+  return params
+
+
+def _projector_from_extra(path: str, projector_cfg: ml_collections.ConfigDict, abstract: dict, fresh: dict) -> dict:
+  """The projector from a converted checkpoint's extra weights (HF names), or `fresh` if it has none."""
+  tensors = orbax_io.load_extra(path, prefix=PROJECTOR_HF_PREFIX)
+  if not tensors:
+    log.warning("train.init_from=%s has no audio projector weights (neither params/%s nor extra %s*); the "
+                "projector keeps its fresh initialisation", path, PROJECTOR, PROJECTOR_HF_PREFIX)
+    return fresh
+  module = speech_in.abstract(AudioProjector, projector_cfg)
+  speech_in.load_projector(module, tensors)
+  log.info("audio projector from %s's extra weights %s*", path, PROJECTOR_HF_PREFIX)
+  values = nnx.to_pure_dict(nnx.state(module, nnx.Param))
+  return jax.tree.map(lambda v, a: jax.device_put(jnp.asarray(v, a.dtype), a.sharding), values, abstract)
 
 
 class PreemptionFlag:

@@ -4,7 +4,9 @@
                grad_accum_steps, seed, init_from (checkpoint dir whose final state initialises the params)
   optimizer:   AdamW + warmup/cosine schedule, clipping, frozen parameter regexes, NaN/Inf guard
   loss:        masked-diffusion objective switches (see omnidiff_jax.training.loss)
-  data:        source ('synthetic' until the real pipelines land), mixture {task: weight}, lengths
+  data:        source ('synthetic' or 'mixture': omnidiff_jax.data.pipeline), mixture {task: weight}, lengths;
+               feature_rows (user-speech feature rows per packed row; 0: the batches carry no speech, as
+               the synthetic source) and feature_dim (their width, = model.audio_projector.input_size)
   checkpoint:  Orbax manager settings (save_every steps, keep the last k, async)
   metrics:     console/TensorBoard logging, peak TFLOP/s per device for MFU (0: look it up by device kind)
   distributed: jax.distributed settings; empty coordinator_address means auto-detect from the
@@ -24,15 +26,18 @@ def add_training_sections(cfg: ml_collections.ConfigDict, *, stage: str, learnin
   cfg.optimizer = ml_collections.ConfigDict(dict(
       learning_rate=learning_rate, warmup_steps=warmup_steps, final_lr_ratio=0.1, b1=0.9, b2=0.95, eps=1e-8,
       weight_decay=0.0, grad_clip_norm=1.0,
-      # Regexes over parameter paths ('embed_tokens/embedding', 'layers/mlp/up_proj/kernel', ...). The
-      # SenseVoice encoder goes here once it exists (upstream trains the adapter and the whole LLM).
+      # Regexes over parameter paths ('embed_tokens/embedding', 'layers/mlp/up_proj/kernel',
+      # 'audio_projection/linear_1/kernel', ...). Upstream trains the projector and the whole LLM and freezes
+      # the SenseVoice encoder, which is not part of the train state at all: the data pipeline stores its
+      # outputs (omnidiff_jax.data.encode), so only the projector runs in the step.
       frozen=[],
       # NaN/Inf guard: skipped updates in a row before training stops (the last good checkpoint stays).
       max_nonfinite_steps=5))
   cfg.loss = ml_collections.ConfigDict(dict(
       noise="per_token", inverse_t_weighting=False, reduction="row_mean", eps=1e-3, pad_mask_ratio=0.6))
   cfg.data = ml_collections.ConfigDict(dict(
-      source="synthetic", seed=0, mixture=mixture, min_len=8, max_len=64, num_batches=10**9))
+      source="synthetic", seed=0, mixture=mixture, min_len=8, max_len=64, num_batches=10**9, feature_rows=0,
+      feature_dim=512))
   cfg.checkpoint = ml_collections.ConfigDict(dict(save_every=500, keep=3, async_save=True))
   cfg.metrics = ml_collections.ConfigDict(dict(log_every=10, peak_tflops_per_device=0.0, tensorboard=True))
   cfg.distributed = ml_collections.ConfigDict(dict(

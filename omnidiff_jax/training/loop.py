@@ -1,10 +1,10 @@
 """The training loop of one curriculum stage.
 
-  resume from <workdir>/checkpoints if any (state + data position), else init (from train.init_from's
-  final params when set) -> for each step: next local batch -> global array -> jitted step -> metrics
-  -> checkpoint when due, at the end and on SIGTERM. Stops with NonFiniteError after
-  optimizer.max_nonfinite_steps skipped (NaN/Inf) updates in a row; the checkpoints on disk are the last
-  good state.
+  resume from <workdir>/checkpoints if any (state + data position), else init (parameters from
+  train.init_from when set: a converted checkpoint or a previous stage's checkpoints) -> for each step: next
+  local batch -> global array -> jitted step -> metrics -> checkpoint when due, at the end and on SIGTERM.
+  Stops with NonFiniteError after optimizer.max_nonfinite_steps skipped (NaN/Inf) updates in a row; the
+  checkpoints on disk are the last good state.
 """
 from __future__ import annotations
 
@@ -37,10 +37,22 @@ def make_data_source(cfg: ml_collections.ConfigDict):
 
 
 def digest(batch: dict[str, np.ndarray]) -> str:
+  """Short hash of the batch's contract fields (those it has), to audit resume."""
   h = hashlib.sha1()
-  for name in batchlib.FIELDS:
-    h.update(np.ascontiguousarray(batch[name]).tobytes())
+  for name in batchlib.FIELDS + batchlib.AUDIO_FIELDS:
+    if name in batch:
+      h.update(np.ascontiguousarray(batch[name]).tobytes())
   return h.hexdigest()[:16]
+
+
+def init_state(cfg: ml_collections.ConfigDict, trainer: train_step.Trainer) -> dict:
+  """A fresh train state; with train.init_from, its parameters come from that checkpoint (a converted
+  Dream/Omni checkpoint or a previous stage's checkpoints, see checkpointing.restore_params)."""
+  state = trainer.init()
+  if cfg.train.init_from:
+    state["params"] = checkpointing.restore_params(cfg.train.init_from, trainer.abstract_state["params"],
+                                                   state["params"], cfg.model)
+  return state
 
 
 def train(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
@@ -49,15 +61,15 @@ def train(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
   trainer = train_step.make_trainer(cfg, mesh)
   data = make_data_source(cfg)
   rows = cfg.train.global_rows // jax.process_count()
-  ckpt = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"), cfg.checkpoint)
+  speech = dict(num_feature_rows=batchlib.feature_rows(cfg.data), feature_dim=cfg.data.get("feature_dim", 0))
+  ckpt = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"), cfg.checkpoint,
+                                    checkpointing.model_metadata(cfg))
   restored = ckpt.restore_latest(trainer.abstract_state, data)
   if restored is not None:
     state, step = restored
     log.info("resumed from step %d", step)
   else:
-    state, step = trainer.init(), 0
-    if cfg.train.init_from:
-      state["params"] = checkpointing.restore_params(cfg.train.init_from, trainer.abstract_state["params"])
+    state, step = init_state(cfg, trainer), 0
   logger = metricslib.MetricLogger(cfg, workdir, start_step=step)
   meta = dict(stage=cfg.stage, config=cfg.to_dict())
   status, pending = "completed", None
@@ -65,8 +77,9 @@ def train(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
     with checkpointing.PreemptionFlag() as preemption:
       while step < cfg.train.steps:
         local = next(data)
-        batchlib.check_local_batch(local, rows, cfg.train.seq_len)
-        state, step_metrics = trainer.step(state, batchlib.global_batch(mesh, local, cfg.train.global_rows))
+        batchlib.check_local_batch(local, rows, cfg.train.seq_len, **speech)
+        state, step_metrics = trainer.step(
+            state, batchlib.global_batch(mesh, local, cfg.train.global_rows, trainer.fields))
         step += 1
         if pending is not None:
           _log_and_check(logger, cfg, *pending)

@@ -1,7 +1,9 @@
 """Sharded train state and the jitted train step.
 
 The state is a plain pytree (checkpointed as is):
-  params     nnx.State of the model's nnx.Param leaves, sharded from the logical annotations
+  params     the DreamModel's parameters as a pure dict (nnx.to_pure_dict: the layout converted checkpoints
+             use, see omnidiff_jax.checkpoints.orbax_io), sharded from the logical annotations; with
+             model.audio_projector it includes the speech-input projector ('audio_projection', replicated)
   opt_state  optax state (mu/nu sharded like their parameters; counters replicated)
   step       int32 scalar, number of batches consumed (skipped non-finite steps included)
   rng        uint32 key data; row r of step s draws its masks from fold_in(fold_in(key, s), r)
@@ -10,6 +12,10 @@ The step is nnx.split/merge inside jax.jit with explicit in/out shardings and th
 R rows is viewed as (R / A, A, L) and scanned over its A = train.grad_accum_steps micro-batches (micro-batch
 a takes rows a, A + a, 2A + a, ...: every device keeps its own rows, no resharding). Gradients are summed
 and divided by the loss denominator of the whole batch, so accumulation reproduces the full-batch step.
+
+Batches with user speech (data.feature_rows > 0, see omnidiff_jax.training.batch) run the model from
+embeddings: the token embeddings of the corrupted ids with the projected SenseVoice features spliced into
+the audio slots (DreamModel.embed_with_audio); the others run from token ids.
 """
 from __future__ import annotations
 
@@ -42,25 +48,41 @@ class Trainer:
   abstract_state: Any     # pytree of ShapeDtypeStruct with shardings (restore target)
   init: Callable[[], Any]
   step: Callable[[Any, dict[str, jax.Array]], tuple[Any, dict[str, jax.Array]]]
+  fields: tuple[str, ...]  # the batch fields the step takes (omnidiff_jax.training.batch.fields)
 
 
 def _state_fn(cfg: ml_collections.ConfigDict, tx: optax.GradientTransformation) -> Callable[[], dict]:
   def init() -> dict:
-    params = nnx.state(DreamModel(cfg.model, rngs=nnx.Rngs(cfg.train.seed)), nnx.Param)
+    params = nnx.to_pure_dict(nnx.state(DreamModel(cfg.model, rngs=nnx.Rngs(cfg.train.seed)), nnx.Param))
     return dict(params=params, opt_state=tx.init(params), step=jnp.zeros((), jnp.int32),
                 rng=jax.random.key_data(jax.random.key(cfg.train.seed)))
   return init
 
 
+def check_speech_config(cfg: ml_collections.ConfigDict) -> None:
+  """User-speech batches (data.feature_rows > 0) need a projector whose input is data.feature_dim wide."""
+  if not batchlib.feature_rows(cfg.data):
+    return
+  projector = cfg.model.get("audio_projector")
+  if projector is None:
+    raise ValueError(f"data.feature_rows={cfg.data.feature_rows} (user speech) needs model.audio_projector "
+                     "(configs/sensevoice.py projector_config)")
+  if projector.input_size != cfg.data.feature_dim:
+    raise ValueError(f"model.audio_projector.input_size={projector.input_size} must equal "
+                     f"data.feature_dim={cfg.data.feature_dim} (the width of the stored speech features)")
+
+
 def make_trainer(cfg: ml_collections.ConfigDict, mesh: Mesh) -> Trainer:
   """Builds the optimizer, the state shardings on `mesh` and the jitted step for config `cfg`."""
+  check_speech_config(cfg)
   replicated = NamedSharding(mesh, PartitionSpec())
   with nnx.use_eager_sharding(False), sharding.use_mesh(mesh):
-    graphdef, abstract_params, rest = nnx.split(
+    graphdef, param_state, rest = nnx.split(
         nnx.eval_shape(lambda: DreamModel(cfg.model, rngs=nnx.Rngs(0))), nnx.Param, ...)
     if jax.tree.leaves(rest):
       raise ValueError("the model holds non-parameter state; the trainer only handles nnx.Param")
-    param_shardings = nnx.get_named_sharding(abstract_params, mesh)
+    abstract_params = nnx.to_pure_dict(param_state)
+    param_shardings = nnx.to_pure_dict(nnx.get_named_sharding(param_state, mesh))
     tx = optlib.make_optimizer(cfg.optimizer, abstract_params, cfg.train.steps)
     init = _state_fn(cfg, tx)
     abstract = jax.eval_shape(init)
@@ -73,7 +95,8 @@ def make_trainer(cfg: ml_collections.ConfigDict, mesh: Mesh) -> Trainer:
   abstract_state = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings)
   schedule = optlib.learning_rate_schedule(cfg.optimizer, cfg.train.steps)
   step_fn = _make_step(cfg, graphdef, tx, schedule, optlib.frozen_mask(abstract_params, cfg.optimizer.frozen))
-  data_shardings = {name: batchlib.batch_sharding(mesh) for name in batchlib.FIELDS}
+  fields = batchlib.fields(cfg.data)
+  data_shardings = {name: batchlib.batch_sharding(mesh) for name in fields}
   jitted_step = jax.jit(step_fn, in_shardings=(shardings, data_shardings), out_shardings=(shardings, replicated),
                         donate_argnums=0)
   jitted_init = jax.jit(init, out_shardings=shardings)
@@ -87,23 +110,42 @@ def make_trainer(cfg: ml_collections.ConfigDict, mesh: Mesh) -> Trainer:
       return jitted_step(state, batch)
 
   return Trainer(graphdef=graphdef, tx=tx, schedule=schedule, mesh=mesh, shardings=shardings,
-                 abstract_state=abstract_state, init=run_init, step=run_step)
+                 abstract_state=abstract_state, init=run_init, step=run_step, fields=fields)
+
+
+def make_loss_fn(cfg: ml_collections.ConfigDict, graphdef, frozen) -> Callable:
+  """loss_fn(params, batch, row_ids, key) -> (numerator, LossTerms) of one (micro-)batch.
+
+  params: the parameter pure dict; batch: the fields of batchlib.fields(cfg.data), (B, ...) each; row_ids:
+  (B,) the rows' indices in the step's global batch; key: the step's key. `frozen` (a pytree of bools like
+  params) stops the gradient of frozen parameters.
+  """
+  vocab = VocabLayout.from_config(cfg.vocab)
+  num_tasks = len(batchlib.TASKS)
+  with_speech = bool(batchlib.feature_rows(cfg.data))
+
+  def loss_fn(params, micro: dict[str, jax.Array], row_ids: jax.Array, key: jax.Array):
+    params = jax.tree.map(lambda p, f: jax.lax.stop_gradient(p) if f else p, params, frozen)
+    # Audio slots are never targets (checked by batchlib.check_local_batch), so they are never masked.
+    noise = losslib.corrupt(key, micro, row_ids, mask_id=vocab.mask_id, eos_id=vocab.eos_id, loss_cfg=cfg.loss)
+    model = nnx.merge(graphdef, params)
+    where = dict(positions=micro["positions"], segment_ids=micro["segment_ids"])
+    if with_speech:
+      embeds = model.embed_with_audio(noise.noisy_ids, micro["audio_features"], micro["audio_slots"])
+      logits = model(inputs_embeds=embeds, **where)
+    else:
+      logits = model(noise.noisy_ids, **where)
+    terms = losslib.diffusion_loss(logits, micro["labels"], noise.masked, noise.t, micro["task_ids"],
+                                   num_tasks=num_tasks, loss_cfg=cfg.loss)
+    return terms.numerator, terms
+
+  return loss_fn
 
 
 def _make_step(cfg: ml_collections.ConfigDict, graphdef, tx: optax.GradientTransformation, schedule: optax.Schedule,
                frozen) -> Callable:
-  vocab = VocabLayout.from_config(cfg.vocab)
   accum = cfg.train.grad_accum_steps
-  num_tasks = len(batchlib.TASKS)
-
-  def loss_fn(params, micro: dict[str, jax.Array], row_ids: jax.Array, key: jax.Array):
-    params = jax.tree.map(lambda p, f: jax.lax.stop_gradient(p) if f else p, params, frozen)
-    noise = losslib.corrupt(key, micro, row_ids, mask_id=vocab.mask_id, eos_id=vocab.eos_id, loss_cfg=cfg.loss)
-    model = nnx.merge(graphdef, params)
-    logits = model(noise.noisy_ids, positions=micro["positions"], segment_ids=micro["segment_ids"])
-    terms = losslib.diffusion_loss(logits, micro["labels"], noise.masked, noise.t, micro["task_ids"],
-                                   num_tasks=num_tasks, loss_cfg=cfg.loss)
-    return terms.numerator, terms
+  loss_fn = make_loss_fn(cfg, graphdef, frozen)
 
   def step(state: dict, batch: dict[str, jax.Array]) -> tuple[dict, dict[str, jax.Array]]:
     rows = batch["input_ids"].shape[0]
