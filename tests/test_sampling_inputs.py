@@ -166,3 +166,23 @@ def test_random_speech_encoder_and_bad_weights(tmp_path):
   np.testing.assert_array_equal(features, again(wav))
   with pytest.raises(ValueError, match="SenseVoice: no key ending in 'encoder.after_norm.weight'"):
     inputs.load_speech_encoder(cfg, extra={"model.embed_tokens.weight": np.zeros((4, 4), np.float32)})
+
+
+def test_the_models_own_projector_replaces_the_checkpoints(tmp_path):
+  """A training checkpoint's backbone owns the trained projector (DreamModel.audio_projection): it is used instead
+  of the carried-through (untrained) tensors."""
+  from omnidiff_jax.checkpoints import speech_in
+  cfg = sensevoice_tiny.get_config()
+  cfg.projector.hidden_size = 48  # the fixture's projector
+  data = np.load(FIXTURES / "speech_in_sensevoice.npz")
+  extra = {k[3:]: data[k] for k in data.files if k.startswith("sd/")}
+  trained = speech_in.model_for("projector", cfg)
+  speech_in.fill_random(trained, seed=7)
+  with pytest.warns(UserWarning, match="CMVN"):
+    from_checkpoint = inputs.load_speech_encoder(cfg, extra=extra)
+  with pytest.warns(UserWarning, match="CMVN"):
+    with_trained = inputs.load_speech_encoder(cfg, extra=extra, projector=trained)
+  wav = _wav(tmp_path / "p.wav", 0.3, 2)
+  encoded = jnp.asarray(sensevoice.encode_features(with_trained.encoder, [with_trained.features(wav)])[0])
+  np.testing.assert_allclose(with_trained(wav), np.asarray(trained(encoded)), rtol=1e-5, atol=1e-6)
+  assert np.abs(with_trained(wav) - from_checkpoint(wav)).max() > 1e-3

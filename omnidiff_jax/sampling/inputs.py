@@ -110,7 +110,8 @@ def load_speech_encoder(cfg, *, extra: dict[str, np.ndarray] | None = None, sens
   by HF name (omnidiff_jax.checkpoints.load_extra; prefixes are found and stripped), else from a deterministic
   random init (with a warning: the random-model demo). projector: the backbone's own trained projector
   (DreamModel.audio_projection of a training checkpoint), used unless projector_params is given.
-  cmvn_file: SenseVoiceSmall's am.mvn (overrides cfg.frontend.cmvn_file). Raises CheckpointMismatchError (a ValueError) listing what does not fit.
+  cmvn_file: SenseVoiceSmall's am.mvn (overrides cfg.frontend.cmvn_file). Raises CheckpointMismatchError (a
+  ValueError) listing what does not fit.
   """
   from omnidiff_jax.checkpoints import speech_in
   from omnidiff_jax.models import audio_frontend
