@@ -34,7 +34,6 @@ _MESH = flags.DEFINE_string("mesh", "1,-1,1", "data,fsdp,tensor for the JAX step
 
 def _jax_step(cfg, batches):
   """A callable running one jitted step on the next batch (compiled and warmed up) and returning its loss."""
-  import jax
   from omnidiff_jax import sharding
   from omnidiff_jax.training import batch as batchlib, train_step
   cfg.mesh.data, cfg.mesh.fsdp, cfg.mesh.tensor = (int(x) for x in _MESH.value.split(","))

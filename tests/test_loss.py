@@ -6,7 +6,6 @@ averages the rows as DeepSpeed averages one-row micro-batches.
 """
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import pytest
 import torch
