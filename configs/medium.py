@@ -1,4 +1,4 @@
-"""Medium random Omni-layout model (about 60M parameters) for CPU benchmarks.
+"""Medium random Omni-layout model (32.9M parameters) for CPU benchmarks.
 
   python bench/bench_forward.py --config configs/medium.py
 """
