@@ -49,7 +49,11 @@ def feature_rows(data_cfg: ml_collections.ConfigDict) -> int:
 
 def fields(data_cfg: ml_collections.ConfigDict) -> tuple[str, ...]:
   """The fields a batch of this data config carries."""
-  return FIELDS + (AUDIO_FIELDS if feature_rows(data_cfg) else ())
+  return _fields(feature_rows(data_cfg))
+
+
+def _fields(num_feature_rows: int) -> tuple[str, ...]:
+  return FIELDS + (AUDIO_FIELDS if num_feature_rows else ())
 
 
 def check_local_batch(batch: dict[str, np.ndarray], rows: int, seq_len: int, *, num_feature_rows: int = 0,
@@ -59,11 +63,13 @@ def check_local_batch(batch: dict[str, np.ndarray], rows: int, seq_len: int, *, 
   num_feature_rows, feature_dim: F and D of the config (data.feature_rows, data.feature_dim); F = 0 means
   no user speech, and a batch with audio slots is then refused.
   """
-  names = FIELDS + (AUDIO_FIELDS if num_feature_rows else ())
+  names = _fields(num_feature_rows)
   missing = [f for f in names if f not in batch]
   if missing:
     raise ValueError(f"data batch lacks fields {missing}; expected {names} (data.feature_rows={num_feature_rows})")
-  for name in (FIELDS + ("audio_slots",)) if num_feature_rows else FIELDS:
+  for name in names:
+    if name == "audio_features":  # (R, F, D) float, checked below
+      continue
     arr = batch[name]
     if arr.shape != (rows, seq_len) or not np.issubdtype(arr.dtype, np.integer):
       raise ValueError(f"data batch field {name!r}: expected int array of shape {(rows, seq_len)}, "
