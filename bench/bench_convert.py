@@ -82,7 +82,7 @@ _CHILD = {
     "naive": """
 import glob, jax, numpy as np, orbax.checkpoint as ocp
 from safetensors.numpy import load_file
-from omnidiff_jax.checkpoints import hf_names
+from omnidiff_jax.models.dream import params as hf_names
 import json
 cfg = json.load(open({src!r} + '/config.json'))
 tensors = {{}}

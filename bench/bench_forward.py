@@ -32,7 +32,7 @@ def main(argv):
 
   import torch_reference
   from omnidiff_jax import flops, sharding
-  from omnidiff_jax.checkpoints import hf_names
+  from omnidiff_jax.models.dream import params as hf_names
 
   cfg = _CONFIG.value.model
   b, l = _BATCH.value, _SEQ.value

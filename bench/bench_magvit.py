@@ -32,8 +32,8 @@ def main(argv):
   import torch
 
   import magvit_torch_reference
-  from omnidiff_jax.checkpoints import magvit as magvit_ckpt
-  from omnidiff_jax.models import magvit
+  from omnidiff_jax.models.magvit import params as magvit_ckpt
+  from omnidiff_jax.models.magvit import modeling as magvit
 
   cfg = _CONFIG.value
   b, res, iters = _BATCH.value, cfg.image.resolution, _ITERS.value

@@ -43,7 +43,7 @@ def main(argv):
   import sampler_reference
   import torch_reference
   from omnidiff_jax import sharding
-  from omnidiff_jax.checkpoints import hf_names
+  from omnidiff_jax.models.dream import params as hf_names
   from omnidiff_jax.sampling import SamplerConfig, generate
   from omnidiff_jax.vocab import VocabLayout
 

@@ -86,8 +86,8 @@ def main():
   args = parser.parse_args()
 
   import jax
-  from omnidiff_jax.models.speech_decoder import SpeechDecoder, build_models
-  from omnidiff_jax.models.speech_decoder.flow import num_mel_frames
+  from omnidiff_jax.models.speech_out import SpeechDecoder, build_models
+  from omnidiff_jax.models.speech_out.flow import num_mel_frames
 
   cfg = load_config(args.config)
   codes = np.random.default_rng(0).integers(0, cfg.flow.vocab_size, args.tokens).astype(np.int32)

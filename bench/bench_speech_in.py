@@ -33,7 +33,7 @@ def bench_frontends(args, wave):
   import torch
   import make_speech_in_fixtures as fx
   from transformers import WhisperFeatureExtractor
-  from omnidiff_jax.models import audio_frontend as af
+  from omnidiff_jax.models.speech_in import frontend as af
 
   fx.install_funasr_stubs()
   ref_frontend = fx.load_funasr_frontend(args.funasr_frontend).WavFrontend(
@@ -58,8 +58,8 @@ def bench_sensevoice(args, lfr):
   from flax import nnx
   import make_speech_in_fixtures as fx
   from configs import sensevoice as sv_cfg
-  from omnidiff_jax.checkpoints import speech_in
-  from omnidiff_jax.models import sensevoice
+  from omnidiff_jax.models.speech_in import params as speech_in
+  from omnidiff_jax.models.speech_in import sensevoice
 
   cfg = sv_cfg.get_config().encoder
   conf = {k: cfg[k] for k in ("output_size", "attention_heads", "linear_units", "num_blocks", "tp_blocks",
@@ -84,8 +84,8 @@ def bench_whisper_vq(args, mels):
   import torch
   from flax import nnx
   from configs import whisper_vq as vq_cfg
-  from omnidiff_jax.checkpoints import speech_in
-  from omnidiff_jax.models import whisper_vq
+  from omnidiff_jax.models.speech_in import params as speech_in
+  from omnidiff_jax.models.speech_in import whisper_vq
 
   sys.path.insert(0, args.glm_dir)
   from speech_tokenizer.configuration_whisper import WhisperVQConfig

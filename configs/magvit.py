@@ -10,7 +10,7 @@ Sections:
 """
 import ml_collections
 
-from omnidiff_jax.models import magvit
+from omnidiff_jax.models.magvit import modeling as magvit
 
 
 def get_config(arg=None):

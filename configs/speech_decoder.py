@@ -7,7 +7,7 @@ upsample [8, 8], iSTFT 16/4). Omni-Diffusion decodes with 10 Euler steps, an emp
   python tools/speech_decode.py --config configs/speech_decoder.py --checkpoint ckpt/speech_decoder \
       --codes codes.npy --out out.wav
 """
-from omnidiff_jax.models.speech_decoder import config as sdcfg
+from omnidiff_jax.models.speech_out import config as sdcfg
 
 
 def get_config():

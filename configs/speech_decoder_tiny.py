@@ -4,7 +4,7 @@ Production structure (same mel/frame/sample ratios, 80 mels, 9 harmonics, iSTFT 
 encoder 32 wide, 2 heads, 2 blocks, block 4; U-Net channels (32, 32), 1 block, 1 mid block, 2 heads x 16;
 2 regulator convs; HiFT base 32 channels. Vocabulary 64 codes.
 """
-from omnidiff_jax.models.speech_decoder import config as sdcfg
+from omnidiff_jax.models.speech_out import config as sdcfg
 
 
 def get_config():

@@ -40,7 +40,7 @@ def model_config(*, hidden_size: int, num_layers: int, num_heads: int, num_kv_he
       # 'xla' | 'cudnn' (jax.nn.dot_product_attention implementations) | 'splash' (TPU Pallas kernel;
       # interpreted off TPU, for tests).
       attention_impl="xla",
-      # See omnidiff_jax.models.dream.REMAT_POLICIES.
+      # See omnidiff_jax.models.dream.modeling.REMAT_POLICIES.
       remat_policy="none",
       # None, or the speech-input projector (configs/sensevoice.py projector_config, hidden_size equal to
       # the backbone's): DreamModel then owns `audio_projection` (see DreamModel.embed_with_audio).

@@ -17,7 +17,7 @@ import numpy as np
 from flax import nnx
 from jax.sharding import AxisType, Mesh
 
-from omnidiff_jax.models.dream import DreamModel
+from omnidiff_jax.models.dream.modeling import DreamModel
 
 MESH_AXES = ("data", "fsdp", "tensor")
 

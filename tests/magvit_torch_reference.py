@@ -58,7 +58,7 @@ def build(upstream, model_cfg, state_dict: dict[str, np.ndarray]):
   except for the LFQ buffers, which the module builds itself). Returns the module in eval mode."""
   import torch
 
-  from omnidiff_jax.checkpoints import magvit as magvit_ckpt
+  from omnidiff_jax.models.magvit import params as magvit_ckpt
 
   class Reference(upstream.MAGVITv2):
     def __init__(self):

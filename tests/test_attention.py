@@ -7,7 +7,7 @@ import pytest
 from flax import nnx
 
 from omnidiff_jax import sharding
-from omnidiff_jax.models import attention
+from omnidiff_jax.models.dream import attention
 
 
 def _qkv(b=2, l=128, n=4, k=2, h=32):

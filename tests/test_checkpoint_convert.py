@@ -15,7 +15,8 @@ torch_reference = pytest.importorskip("torch_reference")
 
 from omnidiff_jax import config as cfglib  # noqa: E402
 from omnidiff_jax import sharding  # noqa: E402
-from omnidiff_jax.checkpoints import convert, hf_names, load, load_extra, orbax_io  # noqa: E402
+from omnidiff_jax.checkpoints import convert, load, load_extra, orbax_io  # noqa: E402
+from omnidiff_jax.models.dream import params as hf_names  # noqa: E402
 from tools import convert_checkpoint  # noqa: E402
 
 EXTRA = {  # stand-ins for Omni's SenseVoice encoder and projector weights

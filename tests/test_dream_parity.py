@@ -7,8 +7,8 @@ import pytest
 torch_reference = pytest.importorskip("torch_reference")
 
 from omnidiff_jax import sharding  # noqa: E402
-from omnidiff_jax.checkpoints import hf_names  # noqa: E402
-from omnidiff_jax.models.dream import shift_logits  # noqa: E402
+from omnidiff_jax.models.dream import params as hf_names  # noqa: E402
+from omnidiff_jax.models.dream.modeling import shift_logits  # noqa: E402
 
 SEQ = 64
 

@@ -5,7 +5,7 @@ from configs import dream_7b, omni_7b
 from flax import nnx
 
 from omnidiff_jax import flops
-from omnidiff_jax.models.dream import DreamModel
+from omnidiff_jax.models.dream.modeling import DreamModel
 
 PER_LAYER = 233_057_792  # Qwen2.5-7B decoder layer incl. q/k/v biases and both norms (reference 2.1)
 LAYER_MATMUL = 3584 * 128 * (2 * 28 + 2 * 4) + 3 * 3584 * 18944

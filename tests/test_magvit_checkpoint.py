@@ -6,7 +6,7 @@ from flax import nnx
 from safetensors.numpy import save_file
 
 from configs import magvit as magvit_configs
-from omnidiff_jax.checkpoints import magvit as magvit_ckpt
+from omnidiff_jax.models.magvit import params as magvit_ckpt
 
 
 @pytest.fixture(scope="module")

@@ -9,8 +9,8 @@ import pytest
 from flax import nnx
 
 from configs import magvit as magvit_configs
-from omnidiff_jax.checkpoints import magvit as magvit_ckpt
-from omnidiff_jax.models import magvit
+from omnidiff_jax.models.magvit import params as magvit_ckpt
+from omnidiff_jax.models.magvit import modeling as magvit
 
 FIXTURE = pathlib.Path(__file__).parent / "fixtures" / "magvit_tiny.npz"
 ATOL = 1e-4

@@ -10,8 +10,8 @@ from PIL import Image
 from safetensors.numpy import save_file
 
 from configs import magvit as magvit_configs
-from omnidiff_jax.checkpoints import magvit as magvit_ckpt
-from omnidiff_jax.models import image_processing, magvit
+from omnidiff_jax.models.magvit import params as magvit_ckpt
+from omnidiff_jax.models.magvit import modeling as magvit, preprocess as image_processing
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 FIXTURE = ROOT / "tests" / "fixtures" / "magvit_preprocess.npz"

@@ -52,9 +52,9 @@ def test_text_prompt_to_png_and_wav(tmp_path):
 def test_image_and_speech_inputs(tmp_path):
   """svqa on a tiny random model: --image through the tiny MAGVIT-v2, --wav through a random tiny SenseVoice."""
   from omnidiff_jax import config as cfglib
-  from omnidiff_jax.checkpoints import magvit as magvit_ckpt
+  from omnidiff_jax.models.magvit import params as magvit_ckpt
   from omnidiff_jax.config import load_config_file
-  from omnidiff_jax.models import image_processing
+  from omnidiff_jax.models.magvit import preprocess as image_processing
   from omnidiff_jax.vocab import VocabLayout
   vocab = VocabLayout.from_config(cfglib.vocab_config(text_size=400, num_specials=cfglib.NUM_OMNI_SPECIALS,
                                                       num_audio_codes=64, num_image_codes=8192, size=8680))

@@ -12,7 +12,8 @@ import tiny_tokenizer
 from configs import sensevoice_tiny, tiny
 from omnidiff_jax import chat, sharding
 from omnidiff_jax import config as cfglib
-from omnidiff_jax.models import image_processing, sensevoice
+from omnidiff_jax.models.magvit import preprocess as image_processing
+from omnidiff_jax.models.speech_in import sensevoice
 from omnidiff_jax.sampling import (PRESETS, TASK_INPUTS, embed_prompts, generate_from_inputs, generate_task, inputs,
                                    split_outputs)
 from omnidiff_jax.vocab import VocabLayout
@@ -171,7 +172,7 @@ def test_random_speech_encoder_and_bad_weights(tmp_path):
 def test_the_models_own_projector_replaces_the_checkpoints(tmp_path):
   """A training checkpoint's backbone owns the trained projector (DreamModel.audio_projection): it is used instead
   of the carried-through (untrained) tensors."""
-  from omnidiff_jax.checkpoints import speech_in
+  from omnidiff_jax.models.speech_in import params as speech_in
   cfg = sensevoice_tiny.get_config()
   cfg.projector.hidden_size = 48  # the fixture's projector
   data = np.load(FIXTURES / "speech_in_sensevoice.npz")

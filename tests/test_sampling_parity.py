@@ -9,7 +9,7 @@ torch_reference = pytest.importorskip("torch_reference")
 sampler_reference = pytest.importorskip("sampler_reference")
 
 from omnidiff_jax import sharding  # noqa: E402
-from omnidiff_jax.checkpoints import hf_names  # noqa: E402
+from omnidiff_jax.models.dream import params as hf_names  # noqa: E402
 from omnidiff_jax.sampling import SamplerConfig, generate, linspace_timesteps, splice_features  # noqa: E402
 from omnidiff_jax.vocab import VocabLayout  # noqa: E402
 

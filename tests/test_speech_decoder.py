@@ -10,10 +10,10 @@ import soundfile
 from flax import nnx
 
 from configs import speech_decoder_tiny
-from omnidiff_jax.checkpoints import speech_decoder as ckpt
-from omnidiff_jax.models.speech_decoder import SAMPLE_RATE, SpeechDecoder, decode, decode_to_wav
-from omnidiff_jax.models.speech_decoder import flow as flowlib
-from omnidiff_jax.models.speech_decoder import hift as hiftlib
+from omnidiff_jax.models.speech_out import params as ckpt
+from omnidiff_jax.models.speech_out import SAMPLE_RATE, SpeechDecoder, decode, decode_to_wav
+from omnidiff_jax.models.speech_out import flow as flowlib
+from omnidiff_jax.models.speech_out import hift as hiftlib
 
 FIXTURES = pathlib.Path(__file__).parent / "fixtures"
 
@@ -118,7 +118,7 @@ def test_convert_then_decode_to_wav(cfg, tmp_path):
   from tools import convert_checkpoint
   assert convert_checkpoint.main(["speech-decoder", str(tmp_path / "flow.pt"), str(tmp_path / "hift.pt"),
                                   str(tmp_path / "ckpt"), "--config", "configs/speech_decoder_tiny.py"]) == 0
-  decoder = SpeechDecoder.from_checkpoint(cfg, str(tmp_path / "ckpt"), token_bucket=8)
+  decoder = ckpt.load_decoder(cfg, str(tmp_path / "ckpt"), token_bucket=8)
   _, hift_state = _fixture("hift")
   np.testing.assert_allclose(decoder.hift.conv_post.weight[...],
                              ckpt.fold_weight_norm(hift_state)["conv_post.weight"], rtol=1e-6)

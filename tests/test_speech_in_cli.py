@@ -9,8 +9,8 @@ import torch
 from safetensors.numpy import save_file
 
 from configs import sensevoice_tiny, whisper_vq_tiny
-from omnidiff_jax.checkpoints import speech_in
-from omnidiff_jax.models import audio_frontend, sensevoice, whisper_vq
+from omnidiff_jax.models.speech_in import params as speech_in
+from omnidiff_jax.models.speech_in import frontend as audio_frontend, sensevoice, whisper_vq
 from tools import speech_tokenize
 
 FIXTURES = pathlib.Path(__file__).parent / "fixtures"

@@ -5,7 +5,7 @@ import pathlib
 import numpy as np
 import pytest
 
-from omnidiff_jax.models import audio_frontend as af
+from omnidiff_jax.models.speech_in import frontend as af
 
 FIXTURES = pathlib.Path(__file__).parent / "fixtures"
 

@@ -8,8 +8,8 @@ import pytest
 from flax import nnx
 
 from configs import sensevoice_tiny, tiny, whisper_vq_tiny
-from omnidiff_jax.checkpoints import speech_in
-from omnidiff_jax.models import audio_adapter, sensevoice, whisper_vq
+from omnidiff_jax.models.speech_in import params as speech_in
+from omnidiff_jax.models.speech_in import adapter as audio_adapter, sensevoice, whisper_vq
 from omnidiff_jax import sharding
 
 FIXTURES = pathlib.Path(__file__).parent / "fixtures"
@@ -150,7 +150,7 @@ def test_params_roundtrip(tmp_path, vq):
 
 def test_tokenize_segments_and_batches(vq):
   """Long audio is cut into segments, run in batches and the codes concatenated in order."""
-  from omnidiff_jax.models import audio_frontend
+  from omnidiff_jax.models.speech_in import frontend as audio_frontend
   _, _, model = vq
   wave = np.load(FIXTURES / "speech_in_frontends.npz")["wave_a"]               # 1.37 s
   frontend = audio_frontend.WhisperFrontend(n_mels=16)

@@ -128,7 +128,7 @@ def magvit(parser: argparse.ArgumentParser) -> Runner:
   parser.add_argument("--config", default=os.path.join(CONFIG_DIR, "magvit.py"), help="MAGVIT config file")
 
   def run(args):
-    from omnidiff_jax.checkpoints import magvit as magvit_ckpt
+    from omnidiff_jax.models.magvit import params as magvit_ckpt
     count = magvit_ckpt.convert_magvit(args.src, args.dst, load_config(args.config).model)
     print(f"converted {count} tensors: {args.src} -> {args.dst}")
   return run
@@ -144,7 +144,7 @@ def speech_in(parser: argparse.ArgumentParser) -> Runner:
                                        "else configs/sensevoice.py)")
 
   def run(args):
-    from omnidiff_jax.checkpoints import speech_in as speech_in_ckpt
+    from omnidiff_jax.models.speech_in import params as speech_in_ckpt
     default = "whisper_vq.py" if args.kind == "whisper_vq" else "sensevoice.py"
     cfg = load_config(args.config or os.path.join(CONFIG_DIR, default))
     speech_in_ckpt.convert_file(args.kind, args.src, args.dst, cfg)
@@ -157,11 +157,11 @@ def speech_decoder(parser: argparse.ArgumentParser) -> Runner:
   """GLM-4-Voice decoder flow.pt + hift.pt -> our {flow,hift}.safetensors (weight norm folded)."""
   parser.add_argument("flow_pt", help="flow.pt of THUDM/glm-4-voice-decoder")
   parser.add_argument("hift_pt", help="hift.pt of THUDM/glm-4-voice-decoder")
-  parser.add_argument("out_dir", help="output directory (load with SpeechDecoder.from_checkpoint)")
+  parser.add_argument("out_dir", help="output directory (load with omnidiff_jax.models.speech_out.params.load_decoder)")
   parser.add_argument("--config", default=os.path.join(CONFIG_DIR, "speech_decoder.py"), help="decoder config")
 
   def run(args):
-    from omnidiff_jax.checkpoints import speech_decoder as speech_decoder_ckpt
+    from omnidiff_jax.models.speech_out import params as speech_decoder_ckpt
     speech_decoder_ckpt.convert(load_config(args.config), args.flow_pt, args.hift_pt, args.out_dir)
     print(f"wrote {args.out_dir}/flow.safetensors and hift.safetensors")
   return run

@@ -37,7 +37,7 @@ _DST = flags.DEFINE_string("dst", "", "convert: output .safetensors file.")
 
 def load_model(cfg, checkpoint: str):
   """Our converted file or a torch checkpoint; '' gives random weights (with a warning)."""
-  from omnidiff_jax.checkpoints import magvit as magvit_ckpt
+  from omnidiff_jax.models.magvit import params as magvit_ckpt
 
   if checkpoint:
     return magvit_ckpt.load_magvit(cfg.model, checkpoint)
@@ -48,13 +48,13 @@ def load_model(cfg, checkpoint: str):
 def main(argv):
   if len(argv) < 2 or argv[1] not in COMMANDS:
     raise app.UsageError(f"usage: tools/magvit.py {{{'|'.join(COMMANDS)}}} [flags] [files]; see --help")
-  from omnidiff_jax.models import image_processing
+  from omnidiff_jax.models.magvit import preprocess as image_processing
 
   command, args = argv[1], argv[2:]
   cfg = _CONFIG.value
   batch_size = _BATCH.value or cfg.run.batch_size
   if command == "convert":
-    from omnidiff_jax.checkpoints import magvit as magvit_ckpt
+    from omnidiff_jax.models.magvit import params as magvit_ckpt
     if not _SRC.value or not _DST.value or args:
       raise app.UsageError("convert needs --src and --dst and no positional arguments")
     count = magvit_ckpt.convert_magvit(_SRC.value, _DST.value, cfg.model)

@@ -153,7 +153,7 @@ def write_media(task_rows: list[dict], seed: int) -> None:
 
   from omnidiff_jax.config import load_config_file
   if _PNG_DIR.value:
-    from omnidiff_jax.models import image_processing
+    from omnidiff_jax.models.magvit import preprocess as image_processing
     from omnidiff_jax.sampling import inputs
     rows = [i for i, r in enumerate(task_rows) if len(r.get("image", []))]
     model = inputs.load_image_tokenizer(_MAGVIT_CONFIG.value, _MAGVIT.value, seed)
@@ -165,11 +165,12 @@ def write_media(task_rows: list[dict], seed: int) -> None:
     print(f"wrote {len(paths)} PNGs to {_PNG_DIR.value} ({len(task_rows) - len(rows)} rows had no image codes)",
           file=sys.stderr)
   if _WAV_DIR.value:
-    from omnidiff_jax.models.speech_decoder.decode import SpeechDecoder, build_models, decode_to_wav
+    from omnidiff_jax.models.speech_out.decode import SpeechDecoder, build_models, decode_to_wav
+    from omnidiff_jax.models.speech_out import params as speech_out_params
     rows = [i for i, r in enumerate(task_rows) if len(r.get("speech", []))]
     dcfg = load_config_file(_SPEECH_DECODER_CONFIG.value)
     if _SPEECH_DECODER.value:
-      decoder = SpeechDecoder.from_checkpoint(dcfg, _SPEECH_DECODER.value)
+      decoder = speech_out_params.load_decoder(dcfg, _SPEECH_DECODER.value)
     else:
       print("warning: no --speech_decoder weights: decoding with a random GLM-4-Voice decoder", file=sys.stderr)
       decoder = SpeechDecoder(dcfg, *build_models(dcfg, seed=seed))

@@ -56,7 +56,8 @@ def read_codes(path: str, id_offset: int):
 
 def decode(cfg):
   from tqdm import tqdm
-  from omnidiff_jax.models.speech_decoder import SpeechDecoder, build_models, decode_to_wav
+  from omnidiff_jax.models.speech_out import SpeechDecoder, build_models, decode_to_wav
+  from omnidiff_jax.models.speech_out import params as speech_out_params
   if not _CODES.value or not _OUT.value:
     raise app.UsageError("decode needs --codes and --out")
   items = [item for path in _CODES.value for item in read_codes(path, _ID_OFFSET.value)]
@@ -66,7 +67,7 @@ def decode(cfg):
     os.makedirs(_OUT.value, exist_ok=True)
     paths = [os.path.join(_OUT.value, f"{name}.wav") for name, _ in items]
   if _CKPT.value:
-    decoder = SpeechDecoder.from_checkpoint(cfg, _CKPT.value)
+    decoder = speech_out_params.load_decoder(cfg, _CKPT.value)
   else:
     print("no --ckpt: random-init decoder (noise-like audio)")
     decoder = SpeechDecoder(cfg, *build_models(cfg))
@@ -79,7 +80,7 @@ def decode(cfg):
 
 
 def convert(cfg):
-  from omnidiff_jax.checkpoints.speech_decoder import convert as convert_ckpt
+  from omnidiff_jax.models.speech_out.params import convert as convert_ckpt
   if not (_FLOW_PT.value and _HIFT_PT.value and _CKPT.value):
     raise app.UsageError("convert needs --flow_pt, --hift_pt and --ckpt (output dir)")
   convert_ckpt(cfg, _FLOW_PT.value, _HIFT_PT.value, _CKPT.value)

@@ -46,7 +46,7 @@ def read_wave(path: str, channel_policy: str):
 
 
 def _model(kind: str, cfg, params: str):
-  from omnidiff_jax.checkpoints import speech_in
+  from omnidiff_jax.models.speech_in import params as speech_in
   model = speech_in.model_for(kind, cfg)
   if params:
     speech_in.load_params(model, params)
@@ -57,7 +57,7 @@ def _for_each_file(paths, channel_policy: str, on_error: str, work, desc: str):
   """Reads each file and calls work(path, wave, rate); unreadable or bad audio is skipped or fatal."""
   from tqdm import tqdm
   from omnidiff_jax.data.errors import BadSample
-  from omnidiff_jax.models.audio_frontend import BadAudioError
+  from omnidiff_jax.models.speech_in.frontend import BadAudioError
   done = skipped = 0
   for path in tqdm(paths, desc=desc, unit="file"):
     try:
@@ -77,7 +77,7 @@ def _out_path(wav: str, output_dir: str, suffix: str) -> str:
 
 
 def cmd_whisper_vq(args):
-  from omnidiff_jax.models import audio_frontend, whisper_vq
+  from omnidiff_jax.models.speech_in import frontend as audio_frontend, whisper_vq
   cfg = load_config(args.config)
   f = cfg.frontend
   frontend = audio_frontend.WhisperFrontend(n_mels=f.n_mels, n_fft=f.n_fft, hop_length=f.hop_length,
@@ -95,7 +95,7 @@ def cmd_whisper_vq(args):
 
 def cmd_sensevoice(args):
   import numpy as np
-  from omnidiff_jax.models import audio_frontend, sensevoice
+  from omnidiff_jax.models.speech_in import frontend as audio_frontend, sensevoice
   cfg = load_config(args.config)
   f = cfg.frontend
   frontend = audio_frontend.SenseVoiceFrontend.from_config(f, args.cmvn)
@@ -110,7 +110,7 @@ def cmd_sensevoice(args):
 
 
 def cmd_convert(args):
-  from omnidiff_jax.checkpoints import speech_in
+  from omnidiff_jax.models.speech_in import params as speech_in
   cfg = load_config(args.config or os.path.join(CONFIG_DIR, KINDS[args.kind]))
   try:
     speech_in.convert_file(args.kind, args.input, args.output, cfg)

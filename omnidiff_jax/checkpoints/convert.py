@@ -19,7 +19,9 @@ from flax import nnx
 from tqdm import tqdm
 
 from omnidiff_jax import config as cfglib
-from omnidiff_jax.checkpoints import hf_names, orbax_io, speech_in
+from omnidiff_jax.checkpoints import orbax_io
+from omnidiff_jax.models.dream import params as hf_names
+from omnidiff_jax.models.speech_in import params as speech_in
 from omnidiff_jax.checkpoints.safetensors_io import (FLOAT_DTYPES, CheckpointError, HFCheckpoint, np_dtype,
                                                      parse_size, plan_shards, write_hf)
 from omnidiff_jax.vocab import VocabLayout, verify_tokenizer

@@ -40,7 +40,7 @@ from flax import nnx
 from orbax.checkpoint import v1 as ocp_v1
 
 from omnidiff_jax import sharding
-from omnidiff_jax.models.dream import DreamModel
+from omnidiff_jax.models.dream.modeling import DreamModel
 
 STATE = "state"  # the Orbax item holding the arrays
 STEP_METADATA = "_CHECKPOINT_METADATA"  # Orbax's per-step metadata file (holds the custom metadata)

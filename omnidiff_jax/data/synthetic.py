@@ -19,8 +19,7 @@ import grain
 import ml_collections
 import numpy as np
 
-from omnidiff_jax.training.batch import TASKS
-from omnidiff_jax.training.loss import IGNORE_ID
+from omnidiff_jax.data.interfaces import IGNORE_ID, TASKS
 from omnidiff_jax.vocab import VocabLayout
 
 # Input and output modality of each task (svqa's text part is left out: speech in, speech out).

@@ -1,5 +1,5 @@
 """Masked-diffusion sampling: the jitted denoising loop, its settings and the Python API."""
-from omnidiff_jax.models.audio_adapter import splice_features
+from omnidiff_jax.models.speech_in.adapter import splice_features
 from omnidiff_jax.sampling.api import embed_prompts, generate, initial_region, left_pad, prefill_boa
 from omnidiff_jax.sampling.inputs import TASK_INPUTS, build_prompts, generate_from_inputs
 from omnidiff_jax.sampling.presets import PRESETS, generate_task, split_outputs, task_config

@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from omnidiff_jax.models.audio_adapter import splice_features
+from omnidiff_jax.models.speech_in.adapter import splice_features
 from omnidiff_jax.sampling import sampler
 from omnidiff_jax.sampling.schedule import SamplerConfig
 from omnidiff_jax.vocab import VocabLayout

@@ -34,9 +34,9 @@ from omnidiff_jax.sampling import api, presets
 from omnidiff_jax.vocab import VocabLayout
 
 if TYPE_CHECKING:
-  from omnidiff_jax.models.audio_adapter import AudioProjector
-  from omnidiff_jax.models.audio_frontend import SenseVoiceFrontend
-  from omnidiff_jax.models.sensevoice import SenseVoiceEncoder
+  from omnidiff_jax.models.speech_in.adapter import AudioProjector
+  from omnidiff_jax.models.speech_in.frontend import SenseVoiceFrontend
+  from omnidiff_jax.models.speech_in.sensevoice import SenseVoiceEncoder
 
 # The inputs each task takes (one of each per batch row).
 TASK_INPUTS = {"t2i": ("text",), "tts": ("text",), "tts_eval": ("text",), "vqa": ("text", "image"),
@@ -84,7 +84,7 @@ class SpeechEncoder:
   def features(self, path: str) -> np.ndarray:
     """Audio file -> LFR frames (T_lfr, frontend.feature_dim) float32 (channels averaged, as upstream)."""
     from omnidiff_jax.data import media
-    from omnidiff_jax.models.audio_frontend import BadAudioError
+    from omnidiff_jax.models.speech_in.frontend import BadAudioError
     wave, rate = media.read_audio(path)  # BadSample (a ValueError) names a missing / undecodable file
     try:
       return self.frontend(wave.mean(axis=1), rate, self.rng)
@@ -95,7 +95,7 @@ class SpeechEncoder:
     """Audio file -> (T_lfr + 4, hidden) float32: one projected row per <|context_of_audio|> slot."""
     import jax.numpy as jnp
 
-    from omnidiff_jax.models import sensevoice
+    from omnidiff_jax.models.speech_in import sensevoice
     encoded = sensevoice.encode_features(self.encoder, [self.features(path)])[0]
     return np.asarray(self.projector(jnp.asarray(encoded)), np.float32)
 
@@ -113,8 +113,8 @@ def load_speech_encoder(cfg, *, extra: dict[str, np.ndarray] | None = None, sens
   cmvn_file: SenseVoiceSmall's am.mvn (overrides cfg.frontend.cmvn_file). Raises CheckpointMismatchError (a
   ValueError) listing what does not fit.
   """
-  from omnidiff_jax.checkpoints import speech_in
-  from omnidiff_jax.models import audio_frontend
+  from omnidiff_jax.models.speech_in import params as speech_in
+  from omnidiff_jax.models.speech_in import frontend as audio_frontend
   nets = {}
   for kind, params, load in (("sensevoice", sensevoice_params, speech_in.load_sensevoice),
                              ("projector", projector_params, speech_in.load_projector)):
@@ -139,7 +139,7 @@ def load_speech_encoder(cfg, *, extra: dict[str, np.ndarray] | None = None, sens
 def load_image_tokenizer(config_spec: str, weights: str | None = None, seed: int = 0):
   """MAGVIT-v2 (a MagvitV2) of a config file[:arg] (configs/magvit.py) with our / torch weights, or random
   weights with a warning when `weights` is None."""
-  from omnidiff_jax.checkpoints import magvit as magvit_ckpt
+  from omnidiff_jax.models.magvit import params as magvit_ckpt
   from omnidiff_jax.config import load_config_file
   model_cfg = load_config_file(config_spec).model
   if weights is None:
@@ -153,7 +153,7 @@ def encode_images(image_tokenizer, paths: Sequence[str], vocab: VocabLayout, res
   """Image files -> MAGVIT-v2 codes (N, (resolution / f) ** 2) int32, checked against the vocabulary.
   resolution: the square side after resize + center crop; None = a user image's (512 -> 1024 codes)."""
   from omnidiff_jax.data.encode import IMAGE_RESOLUTION
-  from omnidiff_jax.models import image_processing
+  from omnidiff_jax.models.magvit import preprocess as image_processing
   resolution = IMAGE_RESOLUTION["user"] if resolution is None else resolution
   codes = image_processing.encode_files(image_tokenizer, paths, resolution, batch_size=min(len(paths), 8))
   if codes.max() >= vocab.num_image_codes:

@@ -29,8 +29,9 @@ from etils import epath
 from flax import nnx
 from jax.experimental import multihost_utils
 
-from omnidiff_jax.checkpoints import orbax_io, speech_in
-from omnidiff_jax.models.audio_adapter import AudioProjector
+from omnidiff_jax.checkpoints import orbax_io
+from omnidiff_jax.models.speech_in import params as speech_in
+from omnidiff_jax.models.speech_in.adapter import AudioProjector
 
 log = logging.getLogger(__name__)
 

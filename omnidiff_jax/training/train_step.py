@@ -30,7 +30,7 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from omnidiff_jax import sharding
-from omnidiff_jax.models.dream import DreamModel
+from omnidiff_jax.models.dream.modeling import DreamModel
 from omnidiff_jax.training import batch as batchlib
 from omnidiff_jax.training import loss as losslib
 from omnidiff_jax.training import optimizer as optlib

@@ -110,7 +110,7 @@ def read_codes(path: str, bits: int) -> tuple[np.ndarray, list[str]]:
 
 def encode_files(model, paths: Sequence[str], resolution: int, batch_size: int, desc: str | None = None):
   """Image files -> codes int32 (N, (resolution / f) ** 2) with `model` (a MagvitV2), batch_size at a time."""
-  from omnidiff_jax.models import magvit
+  from omnidiff_jax.models.magvit import modeling as magvit
 
   missing = [p for p in paths if not os.path.isfile(p)]
   if missing:
@@ -121,7 +121,7 @@ def encode_files(model, paths: Sequence[str], resolution: int, batch_size: int, 
 def decode_to_pngs(model, codes: np.ndarray, paths: Sequence[str], batch_size: int,
                    grid: tuple[int, int] | None = None, desc: str | None = None) -> None:
   """codes (N, h*w) -> one RGB PNG per row at paths[i], decoded by `model` (a MagvitV2)."""
-  from omnidiff_jax.models import magvit
+  from omnidiff_jax.models.magvit import modeling as magvit
 
   if len(paths) != len(codes):
     raise ValueError(f"{len(codes)} rows of codes but {len(paths)} output paths")

@@ -130,7 +130,7 @@ def tokenize(model: WhisperVQEncoder, frontend, waves: list, sample_rate: int, *
   frontend.pad_to_multiple_of samples); the codes under the mask are concatenated per waveform.
   frontend: an audio_frontend.WhisperFrontend.
   """
-  from omnidiff_jax.models.audio_frontend import to_rate
+  from omnidiff_jax.models.speech_in.frontend import to_rate
   rate = frontend.sample_rate
   seg = int(segment_seconds * rate)
   segments, owners = [], []

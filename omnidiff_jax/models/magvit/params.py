@@ -57,7 +57,7 @@ def param_names(model_cfg) -> list[ParamName]:
   """Every MagvitV2 parameter for `model_cfg` (the model section of configs/magvit.py), in tree order."""
   from flax import nnx
 
-  from omnidiff_jax.models import magvit
+  from omnidiff_jax.models.magvit import modeling as magvit
 
   abstract = nnx.eval_shape(lambda: magvit.MagvitV2(model_cfg, rngs=nnx.Rngs(0)))
   names = []
@@ -140,12 +140,12 @@ def read_state_dict(path: str) -> dict[str, np.ndarray]:
 def convert_magvit(src_path: str, dst_path: str, model_cfg=None) -> int:
   """Converts a showlab/magvitv2 torch checkpoint (file or directory) to our safetensors file.
 
-  model_cfg defaults to the released model (omnidiff_jax.models.magvit.model_config()). Returns the number
+  model_cfg defaults to the released model (omnidiff_jax.models.magvit.modeling.model_config()). Returns the number
   of tensors written.
   """
   from safetensors.numpy import save_file
 
-  from omnidiff_jax.models import magvit
+  from omnidiff_jax.models.magvit import modeling as magvit
 
   model_cfg = model_cfg if model_cfg is not None else magvit.model_config()
   arrays = convert_state_dict(read_state_dict(src_path), model_cfg)
@@ -161,7 +161,7 @@ def build_model(model_cfg, arrays: Mapping[str, np.ndarray]):
   import jax.numpy as jnp
   from flax import nnx
 
-  from omnidiff_jax.models import magvit
+  from omnidiff_jax.models.magvit import modeling as magvit
 
   _check_keys("MAGVIT-v2 weights", {n.key: n.shape for n in param_names(model_cfg)}, arrays)
   graphdef, state = nnx.split(nnx.eval_shape(lambda: magvit.MagvitV2(model_cfg, rngs=nnx.Rngs(0))))

@@ -2,7 +2,7 @@
 
 Parameters keep PyTorch's layouts and names (Linear weight (out, in), Conv1d weight (out, in, k),
 ConvTranspose1d weight (in, out, k), LayerNorm/GroupNorm weight + bias), so a `flow.pt` / `hift.pt` state dict
-maps onto the NNX state key for key (see omnidiff_jax/checkpoints/speech_decoder.py). Activations are
+maps onto the NNX state key for key (see omnidiff_jax/models/speech_out/params.py). Activations are
 channels-last, (B, T, C); XLA picks the kernel layout. Parameter-free placeholders (`Act`) stand where torch's
 nn.Sequential holds an activation or dropout, so list indices match the torch keys.
 """

@@ -24,7 +24,7 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
-from omnidiff_jax.models.speech_decoder.layers import (Act, Conv1d, ConvTranspose1d, Embedding, GroupNorm,
+from omnidiff_jax.models.speech_out.layers import (Act, Conv1d, ConvTranspose1d, Embedding, GroupNorm,
                                                        LayerNorm, Linear, mish)
 
 Array = jax.Array

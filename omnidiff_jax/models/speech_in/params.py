@@ -277,7 +277,7 @@ def load_params(model, path: str) -> None:
 
 def model_for(kind: str, cfg):
   """An abstract (unfilled) 'sensevoice' | 'whisper_vq' | 'projector' module for a speech config."""
-  from omnidiff_jax.models import audio_adapter, sensevoice, whisper_vq
+  from omnidiff_jax.models.speech_in import adapter as audio_adapter, sensevoice, whisper_vq
   ctors = {"sensevoice": sensevoice.SenseVoiceEncoder, "whisper_vq": whisper_vq.WhisperVQEncoder,
            "projector": audio_adapter.AudioProjector}
   if kind not in ctors:

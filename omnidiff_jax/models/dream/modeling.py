@@ -9,7 +9,7 @@ The decoder layers are stacked on a leading 'layers' axis (created with nnx.vmap
 jax.lax.scan over the split parameter state, wrapped in jax.checkpoint with the configured remat policy.
 
 With `model.audio_projector` configured, the model also owns upstream's `audio_projection` (the speech-input
-ResamplerProjector, omnidiff_jax.models.audio_adapter), trained with the backbone; `embed_with_audio` splices
+ResamplerProjector, omnidiff_jax.models.speech_in.adapter), trained with the backbone; `embed_with_audio` splices
 its projection of precomputed (frozen) SenseVoice encoder features into the `<|context_of_audio|>` slots.
 """
 from __future__ import annotations
@@ -23,8 +23,8 @@ from flax import nnx
 from flax.linen import with_logical_constraint
 from jax.ad_checkpoint import checkpoint_name
 
-from omnidiff_jax.models.attention import dot_product_attention
-from omnidiff_jax.models.audio_adapter import AudioProjector, splice_features
+from omnidiff_jax.models.dream.attention import dot_product_attention
+from omnidiff_jax.models.speech_in.adapter import AudioProjector, splice_features
 
 Array = jax.Array
 

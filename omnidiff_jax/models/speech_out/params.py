@@ -19,6 +19,8 @@ import numpy as np
 import safetensors.numpy
 from flax import nnx
 
+from omnidiff_jax.models.speech_out.decode import SpeechDecoder, build_models
+
 _WN_SUFFIXES = ((".weight_g", ".weight_v"), (".parametrizations.weight.original0",
                                              ".parametrizations.weight.original1"))
 
@@ -83,7 +85,6 @@ def torch_state_dict(path: str) -> dict[str, np.ndarray]:
 
 def convert(cfg, flow_pt: str, hift_pt: str, out_dir: str) -> None:
   """flow.pt + hift.pt -> out_dir/{flow,hift}.safetensors (weight norm folded, checked against `cfg`)."""
-  from omnidiff_jax.models.speech_decoder.decode import build_models  # pylint: disable=import-outside-toplevel
   flow, hift = nnx.eval_shape(lambda: build_models(cfg))
   os.makedirs(out_dir, exist_ok=True)
   for name, model, src in (("flow", flow, flow_pt), ("hift", hift, hift_pt)):
@@ -94,7 +95,6 @@ def convert(cfg, flow_pt: str, hift_pt: str, out_dir: str) -> None:
 
 def load_speech_decoder(cfg, ckpt_dir: str):
   """Builds (FlowModel, HiFTGenerator) from `cfg` and loads ckpt_dir/{flow,hift}.safetensors."""
-  from omnidiff_jax.models.speech_decoder.decode import build_models  # pylint: disable=import-outside-toplevel
   flow, hift = build_models(cfg)
   for name, model in (("flow", flow), ("hift", hift)):
     path = os.path.join(ckpt_dir, f"{name}.safetensors")
@@ -102,3 +102,8 @@ def load_speech_decoder(cfg, ckpt_dir: str):
       raise FileNotFoundError(f"{path} not found: run `python tools/speech_decode.py convert` on flow.pt/hift.pt")
     load_state(model, safetensors.numpy.load_file(path), path)
   return flow, hift
+
+
+def load_decoder(cfg, ckpt_dir: str, **kwargs) -> SpeechDecoder:
+  """A SpeechDecoder with the converted weights of ckpt_dir (kwargs: SpeechDecoder options, e.g. token_bucket)."""
+  return SpeechDecoder(cfg, *load_speech_decoder(cfg, ckpt_dir), **kwargs)

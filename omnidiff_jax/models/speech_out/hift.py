@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
-from omnidiff_jax.models.speech_decoder.layers import Act, Conv1d, ConvTranspose1d, Linear
+from omnidiff_jax.models.speech_out.layers import Act, Conv1d, ConvTranspose1d, Linear
 
 Array = jax.Array
 

@@ -4,7 +4,7 @@ images (B, H, W, 3) in [-1, 1] -> Encoder -> latents z (B, H/f, W/f, 13) -> LFQ 
 codes -> ±1 bits (B, h, w, 13) -> Decoder -> images (B, H, W, 3) in [-1, 1], f = 2 ** (levels - 1).
 
 NHWC throughout. The module tree mirrors the PyTorch module names (encoder.down[L].block[j].conv1, ...), so
-the checkpoint converter (omnidiff_jax.checkpoints.magvit) derives the name map from this tree. 1x1 convs
+the checkpoint converter (omnidiff_jax.models.magvit.params) derives the name map from this tree. 1x1 convs
 (attention q/k/v/proj_out, nin_shortcut, quant_conv, post_quant_conv) are nnx.Linear over channels.
 
 LFQ: bit c = [z_c > 0] (z == 0 gives bit 0), code = sum_c bit_c * 2 ** (bits - 1 - c): channel 0 is the most

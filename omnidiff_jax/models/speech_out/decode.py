@@ -1,6 +1,6 @@
 """Speech codes -> waveform: batched, jitted GLM-4-Voice decoding (flow -> mel -> HiFT) and WAV writing.
 
-  dec = SpeechDecoder.from_checkpoint(cfg, "ckpt/speech_decoder")
+  dec = params.load_decoder(cfg, "ckpt/speech_decoder")   # omnidiff_jax.models.speech_out.params
   wavs = dec.decode([codes_a, codes_b])          # list of float32 (num_samples,) at 22,050 Hz
   decode_to_wav(codes, "out.wav", decoder=dec)   # the sampler's CLI calls this
 
@@ -20,8 +20,8 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
-from omnidiff_jax.models.speech_decoder import flow as flowlib
-from omnidiff_jax.models.speech_decoder import hift as hiftlib
+from omnidiff_jax.models.speech_out import flow as flowlib
+from omnidiff_jax.models.speech_out import hift as hiftlib
 
 SAMPLE_RATE = 22050
 
@@ -48,11 +48,6 @@ class SpeechDecoder:
   def __init__(self, cfg: ml_collections.ConfigDict, flow: flowlib.FlowModel, hift: hiftlib.HiFTGenerator,
                token_bucket: int = 16):
     self.cfg, self.flow, self.hift, self.token_bucket = cfg, flow, hift, token_bucket
-
-  @classmethod
-  def from_checkpoint(cls, cfg: ml_collections.ConfigDict, ckpt_dir: str, **kwargs) -> "SpeechDecoder":
-    from omnidiff_jax.checkpoints.speech_decoder import load_speech_decoder  # pylint: disable=import-outside-toplevel
-    return cls(cfg, *load_speech_decoder(cfg, ckpt_dir), **kwargs)
 
   def mel(self, codes: Sequence[np.ndarray], *, key: jax.Array, n_timesteps: int | None = None,
           prompt_codes: np.ndarray | None = None, prompt_mel: np.ndarray | None = None,

@@ -1,0 +1,1 @@
+"""Dream / Omni-Diffusion backbone: modeling, attention kernels and the HF parameter mapping."""
