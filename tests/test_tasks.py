@@ -54,3 +54,54 @@ def test_register_checks_and_live_views():
   with tasks.registered(spec):
     assert interfaces.TASKS[-1] == "s2s" and chat.TASKS["s2s"] == spec.chat and "s2s" in stages.USER_SPEECH_SOURCES
   assert "s2s" not in interfaces.TASKS and "s2s" not in chat.TASKS
+
+
+def test_a_task_registered_in_a_test_trains_and_samples(tmp_path):
+  """A new task (speech in, speech out) defined only here: 2 training steps on synthetic data of its mixture,
+  then its preset (region 12, half the steps, CFG with the 'empty_user' prompt) on a wav file."""
+  import numpy as np
+  import soundfile
+
+  import tiny_tokenizer
+  from configs import sensevoice_tiny, tiny
+  from omnidiff_jax import checkpoints
+  from omnidiff_jax import config as cfglib
+  from omnidiff_jax.training import loop
+  from omnidiff_jax.training.config import add_training_sections
+  from omnidiff_jax.vocab import VocabLayout
+
+  system = "Please answer the input audio with speech."
+  spec = tasks.TaskSpec("s2s", tasks.next_id(), (system, "<|audio|>", "<|audio|>"), ("audio",), ("audio",),
+                        presets=(tasks.Preset("s2s", tasks.fixed_length(12), tasks.half_steps,
+                                              dict(tasks.GREEDY, alg="entropy", cfg_scale=1.5), uncond="empty_user"),),
+                        metric="wer")
+  vocab = tiny_tokenizer.layout()
+  cfg = tiny.get_config()
+  cfg.vocab = cfglib.vocab_config(text_size=vocab.text_size, num_specials=vocab.num_specials,
+                                  num_audio_codes=vocab.num_audio_codes, num_image_codes=vocab.num_image_codes,
+                                  size=vocab.size)
+  cfg.model.vocab_size = vocab.size
+  with tasks.registered(spec):
+    cfg = add_training_sections(cfg, stage="test", learning_rate=1e-3, mixture={"s2s": 1.0, "text": 1.0}, steps=2,
+                                global_rows=8, seq_len=64, warmup_steps=1)
+    cfg.data.min_len, cfg.data.max_len = 3, 10
+    cfg.checkpoint.async_save = False
+    from omnidiff_jax.data import synthetic
+    task_ids = next(synthetic.make_source(cfg))["task_ids"]
+    assert spec.id in task_ids and set(np.unique(task_ids)) <= {0, spec.id}
+    result = loop.train(cfg, str(tmp_path / "run"))
+    assert result["step"] == 2 and np.isfinite(result["loss"])
+
+    model, _ = checkpoints.load(tmp_path / "run" / "checkpoints")
+    tokenizer = tiny_tokenizer.build(vocab)
+    speech_cfg = sensevoice_tiny.get_config()
+    with pytest.warns(UserWarning, match="random"):
+      encoder = inputs.load_speech_encoder(speech_cfg, seed=0)
+    wav = str(tmp_path / "q.wav")
+    soundfile.write(wav, 0.3 * np.sin(np.arange(6400) / 8.0).astype(np.float32), 16000)
+    out, sampler_cfg, prompts = inputs.generate_from_inputs(model, VocabLayout.from_config(cfg.vocab), tokenizer,
+                                                            "s2s", wavs=[wav], speech_encoder=encoder)
+    assert (sampler_cfg.steps, sampler_cfg.cfg_scale, out.tokens.shape) == (6, 1.5, (1, 12))
+    assert tokenizer.decode(prompts.uncond.tolist(), skip_special_tokens=False) == (
+        f"<|im_start|>system\n{system}<|im_end|>\n<|im_start|>user\n<|im_end|>\n<|im_start|>assistant\n")
+  assert "s2s" not in presets.PRESETS
