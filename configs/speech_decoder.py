@@ -4,7 +4,7 @@ Values from the released decoder's config.yaml (flow: MaskedDiffWithXvec with a 
 regulator convs, ConditionalDecoder channels (256, 256) x 4 blocks x 12 mid blocks; HiFT base 512, 8 harmonics,
 upsample [8, 8], iSTFT 16/4). Omni-Diffusion decodes with 10 Euler steps, an empty prompt and a zero x-vector.
 
-  python tools/speech_decode.py --config configs/speech_decoder.py --checkpoint ckpt/speech_decoder \
+  python tools/speech_decode.py --config configs/speech_decoder.py --ckpt ckpt/speech_decoder \
       --codes codes.npy --out out.wav
 """
 from omnidiff_jax.models.speech_out import config as sdcfg

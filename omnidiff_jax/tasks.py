@@ -29,7 +29,6 @@ MODALITIES = ("text", "image", "audio")
 INFERENCE_INPUT_KINDS = {"text": "text", "image": "image", "audio": "wav"}
 # How a preset's CFG unconditional prompt is built (sampling.inputs.uncond_prompt).
 UNCOND_RULES = ("empty_user",)  # the task's system turn, an empty user turn and the generation prompt
-_PLACEHOLDERS = {"image": "<|image|>", "audio": "<|audio|>"}
 
 
 def fixed_length(n: int) -> Callable[[int, int | None], int]:

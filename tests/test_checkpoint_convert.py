@@ -17,11 +17,16 @@ from omnidiff_jax import config as cfglib  # noqa: E402
 from omnidiff_jax import sharding  # noqa: E402
 from omnidiff_jax.checkpoints import convert, load, load_extra, orbax_io  # noqa: E402
 from omnidiff_jax.models.dream import params as hf_names  # noqa: E402
-from tools import convert_checkpoint  # noqa: E402
+from tool_cli import run_tool  # noqa: E402
 
-EXTRA = {  # stand-ins for Omni's SenseVoice encoder and projector weights
-    "model.audio_projection.proj.0.weight": np.linspace(-1, 1, 24, dtype=np.float32).reshape(6, 4),
+EXTRA = {  # a stand-in for Omni's SenseVoice encoder weights (carried through under 'extra')
     "model.audio_model.encoder.layers.0.norm.bias": np.arange(5, dtype=np.float32),
+}
+PROJECTOR = {  # Omni's audio projector, 4 -> 128 (converted into params/audio_projection)
+    "model.audio_projection.pre_proj_layernorm.weight": np.linspace(0.5, 1.5, 4, dtype=np.float32),
+    "model.audio_projection.pre_proj_layernorm.bias": np.linspace(-0.1, 0.1, 4, dtype=np.float32),
+    "model.audio_projection.mlp.0.weight": np.linspace(-1, 1, 512, dtype=np.float32).reshape(128, 4),
+    "model.audio_projection.mlp.2.weight": np.linspace(-1, 1, 128 * 128, dtype=np.float32).reshape(128, 128),
 }
 
 
@@ -53,11 +58,11 @@ def orbax_dir(tmp_path_factory, hf_dir):
 
 @pytest.fixture(scope="module")
 def bf16_hf_dir(tmp_path_factory, reference):
-  """A bf16 checkpoint written with safetensors (one file) including Omni extra weights."""
+  """A bf16 checkpoint written with safetensors (one file) including Omni's projector and extra weights."""
   path = tmp_path_factory.mktemp("hf_bf16") / "tiny"
   path.mkdir()
   tensors = {k: v.to(torch.bfloat16).contiguous() for k, v in reference.state_dict().items()}
-  tensors.update({k: torch.from_numpy(v).to(torch.bfloat16) for k, v in EXTRA.items()})
+  tensors.update({k: torch.from_numpy(v).to(torch.bfloat16) for k, v in {**EXTRA, **PROJECTOR}.items()})
   from safetensors.torch import save_file as torch_save_file
   torch_save_file(tensors, str(path / "model.safetensors"), metadata={"format": "pt"})
   config = reference.config.to_dict()
@@ -120,6 +125,10 @@ def test_round_trip_is_byte_identical(tmp_path, bf16_hf_dir):
   for key, value in EXTRA.items():
     np.testing.assert_array_equal(extra[key].astype(np.float32), value.astype(ml_dtypes.bfloat16).astype(np.float32))
   assert info["config"]["model"]["param_dtype"] == "bfloat16"
+  assert info["config"]["model"]["audio_projector"]["param_dtype"] == "bfloat16"
+  model, _ = load(tmp_path / "ck")  # the projector is part of the model, HF (out, in) -> our (in, out)
+  np.testing.assert_array_equal(np.asarray(model.audio_projection.linear_2.kernel.get_value(), np.float32),
+                                PROJECTOR["model.audio_projection.mlp.2.weight"].astype(ml_dtypes.bfloat16).T)
   convert.orbax_to_hf(tmp_path / "ck", tmp_path / "hf", max_shard_size="100KB", progress=False)
   index = json.loads((tmp_path / "hf" / "model.safetensors.index.json").read_text())
   assert len(set(index["weight_map"].values())) > 1
@@ -190,22 +199,23 @@ def test_expand_vocab(tmp_path):
                                 np.asarray(old.layers.mlp.up_proj.kernel.get_value()))
 
 
-def test_cli_all_subcommands(tmp_path, bf16_hf_dir, capsys):
-  rc = convert_checkpoint.main(["hf-to-orbax", str(bf16_hf_dir), str(tmp_path / "ck"), "--config", "configs/tiny.py",
-                                "--dtype", "float32", "--mesh", "1,-1,1"])
-  assert rc == 0
-  out = capsys.readouterr().out
-  assert "carried through 2 extra Omni tensors" in out and "model.audio_projection.proj.0.weight" in out
-  assert convert_checkpoint.main(["orbax-to-hf", str(tmp_path / "ck"), str(tmp_path / "hf"),
-                                  "--max-shard-size", "200KB"]) == 0
+def test_cli_all_subcommands(tmp_path, bf16_hf_dir):
+  run = run_tool("convert_checkpoint", "hf-to-orbax", bf16_hf_dir, tmp_path / "ck", "--config=configs/tiny.py",
+                 "--dtype=float32", "--mesh=1,-1,1", "--cpu_devices=8")
+  assert run.returncode == 0, run.stderr[-3000:]
+  assert "carried through 1 extra Omni tensors" in run.stdout and "audio projector 4 -> 128" in run.stdout
+  run = run_tool("convert_checkpoint", "orbax-to-hf", tmp_path / "ck", tmp_path / "hf", "--max_shard_size=200KB")
+  assert run.returncode == 0, run.stderr[-3000:]
   exported = _hf_tensors(tmp_path / "hf")
   source = _hf_tensors(bf16_hf_dir)
   for key, value in source.items():  # bf16 -> fp32 -> stored fp32: exact
     np.testing.assert_array_equal(exported[key], value.astype(np.float32))
-  assert convert_checkpoint.main(["expand-vocab", str(tmp_path / "ck"), str(tmp_path / "big")]) == 2
-  assert "text vocabulary differs" in capsys.readouterr().err
-  assert convert_checkpoint.main(["orbax-to-hf", str(tmp_path / "ck"), str(tmp_path / "hf")]) == 2
-  assert "already exists" in capsys.readouterr().err
+  run = run_tool("convert_checkpoint", "expand-vocab", tmp_path / "ck", tmp_path / "big")
+  assert run.returncode == 1 and "text vocabulary differs" in run.stderr
+  run = run_tool("convert_checkpoint", "orbax-to-hf", tmp_path / "ck", tmp_path / "hf")
+  assert run.returncode == 1 and "already exists" in run.stderr
+  run = run_tool("convert_checkpoint", "hf-to-orbax", tmp_path / "ck")
+  assert run.returncode == 1 and "hf-to-orbax takes HF_DIR OUT" in run.stderr
   assert orbax_io.read_config(tmp_path / "ck").model.dtype == "float32"
 
 

@@ -1,8 +1,6 @@
 """Offline tokenization into ArrayRecord shards (resume, workers, reports), the CLI, and TFDS sources."""
 import json
 import os
-import subprocess
-import sys
 
 import ml_collections
 import numpy as np
@@ -13,6 +11,7 @@ from omnidiff_jax.data.encode import SampleEncoder
 from omnidiff_jax.data.errors import BadInputError
 from tests.conftest import ROOT
 from tests.fixtures.data.fakes import FakeMediaTokenizer, text_tokenizer_and_layout
+from tool_cli import run_tool
 
 FEATURE_DIM = 4
 
@@ -99,17 +98,15 @@ def test_cli(tmp_path):
   tok, _ = text_tokenizer_and_layout()
   tok.save(str(tmp_path / "tokenizer.json"))
   path = _manifest(tmp_path)
-  cmd = [sys.executable, os.path.join(ROOT, "tools", "tokenize_data.py"), "--manifest", path,
-         "--tokenizer", str(tmp_path / "tokenizer.json"), "--out_dir", str(tmp_path / "out"),
+  cmd = ["--manifest", path, "--tokenizer", str(tmp_path / "tokenizer.json"), "--out_dir", str(tmp_path / "out"),
          "--config", os.path.join(ROOT, "configs", "tiny.py"), "--config.vocab.text_size=400",
          "--config.vocab.size=520", "--records_per_shard=4"]
-  env = {**os.environ, "PYTHONPATH": str(ROOT)}
-  run = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
+  run = run_tool("tokenize_data", *cmd, timeout=120)
   assert run.returncode == 0, run.stderr[-2000:]
   summary = json.loads(run.stdout[:run.stdout.index("report:")])
   assert (summary["shards"], summary["written"], summary["skipped"]) == (3, 8, 2)
-  wrong = subprocess.run(cmd[:-3] + ["--out_dir", str(tmp_path / "o2")], capture_output=True, text=True, env=env,
-                         timeout=120)  # the tiny config's own layout (text_size 200) does not match
+  # the tiny config's own layout (text_size 200) does not match
+  wrong = run_tool("tokenize_data", *cmd[:-3], "--out_dir", tmp_path / "o2", timeout=120)
   assert wrong.returncode != 0 and "<|endoftext|>" in wrong.stderr
 
 

@@ -108,18 +108,20 @@ def test_missing_checkpoint_errors(tmp_path, cfg):
     magvit_ckpt.load_magvit(cfg, str(tmp_path / "nope.safetensors"))
 
 
-def test_convert_checkpoint_cli_magvit_subcommand(tmp_path, cfg, state_dict, capsys):
-  from tools import convert_checkpoint
+def test_convert_checkpoint_cli_magvit_subcommand(tmp_path, cfg, state_dict):
+  from tool_cli import run_tool
   src, dst = str(tmp_path / "magvit.safetensors"), str(tmp_path / "ours.safetensors")
   save_file(state_dict, src)
-  assert convert_checkpoint.main(["magvit", src, dst, "--config", "configs/magvit.py:tiny"]) == 0
-  assert f"converted {len(state_dict)} tensors" in capsys.readouterr().out
+  run = run_tool("convert_checkpoint", "magvit", src, dst, "--config=configs/magvit.py:tiny")
+  assert run.returncode == 0 and f"converted {len(state_dict)} tensors" in run.stdout, run.stderr[-3000:]
   loaded = _params(magvit_ckpt.load_magvit(cfg, dst))
   expected = _params(magvit_ckpt.model_from_torch_state_dict(cfg, state_dict))
   assert all(np.array_equal(loaded[k], expected[k]) for k in expected)
   broken = dict(state_dict)
   broken.pop(sorted(broken)[0])
   save_file(broken, src)
-  assert convert_checkpoint.main(["magvit", src, str(tmp_path / "bad.safetensors"),
-                                  "--config", "configs/magvit.py:tiny"]) == 2
-  assert "problems" in capsys.readouterr().err
+  run = run_tool("convert_checkpoint", "magvit", src, tmp_path / "bad.safetensors", "--config=configs/magvit.py:tiny")
+  assert run.returncode == 1 and "problems" in run.stderr
+  # The released config (the default) rejects the tiny checkpoint, naming the problems.
+  run = run_tool("convert_checkpoint", "magvit", src, tmp_path / "bad.safetensors")
+  assert run.returncode == 1 and "missing key 'encoder.down.4.block.3.conv2.weight'" in run.stderr

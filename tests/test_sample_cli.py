@@ -2,16 +2,14 @@
 tokenizer, MAGVIT-v2 and SenseVoice, the jitted sampler, then PNG (MAGVIT-v2) and WAV (GLM-4-Voice decoder)
 outputs."""
 import json
-import os
 import pathlib
-import subprocess
-import sys
 
 import numpy as np
 import soundfile
 from PIL import Image
 
 import tiny_tokenizer
+from tool_cli import run_tool
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 # The tiny model with the vocabulary of tests/tiny_tokenizer.py (text ids 0..399, 64 speech, 32 image codes).
@@ -19,9 +17,7 @@ VOCAB_FLAGS = ["--config.vocab.text_size=400", "--config.vocab.size=520", "--con
 
 
 def _run(*args, vocab_flags=VOCAB_FLAGS):
-  env = dict(os.environ, PYTHONPATH=str(ROOT), JAX_PLATFORMS="cpu", XLA_FLAGS="")
-  return subprocess.run([sys.executable, str(ROOT / "tools" / "sample.py"), *vocab_flags, *args],
-                        capture_output=True, text=True, env=env, cwd=ROOT, timeout=600)
+  return run_tool("sample", *vocab_flags, *args)
 
 
 def test_text_prompt_to_png_and_wav(tmp_path):
@@ -68,7 +64,7 @@ def test_image_and_speech_inputs(tmp_path):
              "--config.vocab.num_image_codes=8192", "--config.vocab.size=8680", "--config.model.vocab_size=8680",
              f"--out={tmp_path / 'svqa.json'}", vocab_flags=VOCAB_FLAGS[:1])
   assert out.returncode == 0, out.stderr[-3000:]
-  assert "random sensevoice" in out.stderr and "random MAGVIT-v2" in out.stderr
+  assert "random SenseVoice" in out.stderr and "random MAGVIT-v2" in out.stderr
   row = json.loads((tmp_path / "svqa.json").read_text())["results"][0]
   prompt = np.asarray(row["prompt"])
   model = magvit_ckpt.random_model(load_config_file("configs/magvit.py:tiny").model, 0)

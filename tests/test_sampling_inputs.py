@@ -1,5 +1,6 @@
 """Media inputs of the sampling API (omnidiff_jax.sampling.inputs): images through MAGVIT-v2 into the prompt ids,
 user speech through WavFrontend + SenseVoice + projector into the prompt embeddings, s2i's CFG prompt."""
+import json
 import pathlib
 
 import jax.numpy as jnp
@@ -25,20 +26,37 @@ VOCAB = dict(text_size=400, num_specials=cfglib.NUM_OMNI_SPECIALS, num_audio_cod
 S2I_SYSTEM = "Please generate an image based on the input audio."
 
 
-@pytest.fixture(scope="module")
-def setup():
-  """A tiny random backbone 48 wide, its tokenizer, and the tiny SenseVoice + projector of the parity fixture
-  loaded from Omni-checkpoint-style tensors ('model.audio_model.model.*', 'model.audio_projection.*')."""
+def _backbone_config():
+  """The tiny backbone 48 wide (the parity fixture's projector width) with the tokenizer's vocabulary."""
   cfg = tiny.get_config()
   cfg.vocab = cfglib.vocab_config(**VOCAB)
   cfg.model.vocab_size, cfg.model.hidden_size = cfg.vocab.size, 48
-  vocab = VocabLayout.from_config(cfg.vocab)
+  return cfg
+
+
+def _omni_tensors():
+  """The parity fixture's Omni-checkpoint tensors: 'model.audio_model.model.*' (SenseVoice) and
+  'model.audio_projection.*'."""
   data = np.load(FIXTURES / "speech_in_sensevoice.npz")
-  extra = {k[3:]: data[k] for k in data.files if k.startswith("sd/")}
+  return {k[3:]: data[k] for k in data.files if k.startswith("sd/")}
+
+
+def _speech_config():
   speech_cfg = sensevoice_tiny.get_config()
   speech_cfg.projector.hidden_size = 48
+  return speech_cfg
+
+
+@pytest.fixture(scope="module")
+def setup():
+  """A tiny random backbone, its tokenizer, and the tiny SenseVoice + projector of the parity fixture."""
+  from omnidiff_jax.models.speech_in import params as speech_in
+  cfg, tensors, speech_cfg = _backbone_config(), _omni_tensors(), _speech_config()
+  vocab = VocabLayout.from_config(cfg.vocab)
+  projector = speech_in.model_for("projector", speech_cfg)
+  speech_in.load_projector(projector, tensors)
   with pytest.warns(UserWarning, match="CMVN"):
-    encoder = inputs.load_speech_encoder(speech_cfg, extra=extra)
+    encoder = inputs.load_speech_encoder(speech_cfg, projector=projector, sensevoice_tensors=tensors)
   return sharding.create_model(cfg.model, seed=0), vocab, tiny_tokenizer.build(vocab), encoder
 
 
@@ -66,7 +84,7 @@ def test_vqa_prompt_holds_the_encoded_image_codes(tmp_path, setup):
   result, cfg, prompts = generate_from_inputs(model, vocab, tokenizer, "vqa", texts=questions, images=paths,
                                               image_tokenizer=magvit, image_resolution=32, region_len=8, steps=4)
   begin, end = vocab.special_id("<|begin_of_image|>"), vocab.special_id("<|end_of_image|>")
-  codes = image_processing.encode_files(magvit, paths, 32, batch_size=2)   # 32 px, f = 4: 8 x 8 codes each
+  codes = image_processing.encode_files(magvit.model, paths, 32, batch_size=2)   # 32 px, f = 4: 8 x 8 codes each
   for row, (want, question) in enumerate(zip(codes, questions)):
     ids = prompts.ids[row]
     start, stop = np.flatnonzero(ids == begin), np.flatnonzero(ids == end)
@@ -90,7 +108,8 @@ def test_asr_embeddings_splice_projected_speech_features(tmp_path, setup):
   context = vocab.special_id("<|context_of_audio|>")
   for row, wav in enumerate(wavs):
     frames = encoder.features(wav)
-    direct = np.asarray(encoder.projector(jnp.asarray(sensevoice.encode_features(encoder.encoder, [frames])[0])))
+    encoded = sensevoice.encode_features(encoder.featurizer.encoder, [frames])[0]
+    direct = np.asarray(encoder.projector(jnp.asarray(encoded)))
     ids, slots = prompts.ids[row], prompts.audio_slots[row]
     assert len(slots) == len(frames) + 4 == direct.shape[0]                    # T_lfr + 4 slots
     assert (ids[slots] == context).all() and (ids == context).sum() == len(slots)
@@ -158,7 +177,7 @@ def test_missing_or_wrong_inputs_are_named(tmp_path, setup):
 
 def test_random_speech_encoder_and_bad_weights(tmp_path):
   cfg = sensevoice_tiny.get_config()
-  with pytest.warns(UserWarning, match="random sensevoice"):
+  with pytest.warns(UserWarning, match="random SenseVoice"):
     encoder = inputs.load_speech_encoder(cfg, seed=3)
   again = inputs.load_speech_encoder(cfg, seed=3)
   wav = _wav(tmp_path / "r.wav", 0.2, 0)
@@ -166,24 +185,42 @@ def test_random_speech_encoder_and_bad_weights(tmp_path):
   assert features.shape == (len(encoder.features(wav)) + 4, cfg.projector.hidden_size) and np.isfinite(features).all()
   np.testing.assert_array_equal(features, again(wav))
   with pytest.raises(ValueError, match="SenseVoice: no key ending in 'encoder.after_norm.weight'"):
-    inputs.load_speech_encoder(cfg, extra={"model.embed_tokens.weight": np.zeros((4, 4), np.float32)})
+    inputs.load_speech_encoder(cfg, sensevoice_tensors={"model.embed_tokens.weight": np.zeros((4, 4), np.float32)})
 
 
-def test_the_models_own_projector_replaces_the_checkpoints(tmp_path):
-  """A training checkpoint's backbone owns the trained projector (DreamModel.audio_projection): it is used instead
-  of the carried-through (untrained) tensors."""
-  from omnidiff_jax.models.speech_in import params as speech_in
-  cfg = sensevoice_tiny.get_config()
-  cfg.projector.hidden_size = 48  # the fixture's projector
-  data = np.load(FIXTURES / "speech_in_sensevoice.npz")
-  extra = {k[3:]: data[k] for k in data.files if k.startswith("sd/")}
-  trained = speech_in.model_for("projector", cfg)
-  speech_in.fill_random(trained, seed=7)
+def test_a_converted_checkpoint_with_a_projector_drives_the_speech_path(tmp_path, setup):
+  """HF Omni directory (backbone, model.audio_projection.*, model.audio_model.*) -> hf-to-orbax ->
+  checkpoints.load: the model owns the projector (params/audio_projection), 'extra' holds only SenseVoice, and
+  ASR on a wav file runs through the model's projector."""
+  torch_reference = pytest.importorskip("torch_reference")
+  import torch
+  from safetensors.torch import save_file
+  from omnidiff_jax import checkpoints
+  from omnidiff_jax.checkpoints import convert
+  _, vocab, tokenizer, fixture_encoder = setup
+  cfg, tensors = _backbone_config(), _omni_tensors()
+  reference = torch_reference.random_qwen2(cfg.model, seed=0)
+  hf = {k: v.contiguous() for k, v in reference.state_dict().items()}
+  hf.update({k: torch.from_numpy(v) for k, v in tensors.items()})
+  (tmp_path / "hf").mkdir()
+  save_file(hf, str(tmp_path / "hf" / "model.safetensors"), metadata={"format": "pt"})
+  (tmp_path / "hf" / "config.json").write_text(json.dumps(reference.config.to_dict()))
+  info = convert.hf_to_orbax(tmp_path / "hf", tmp_path / "ck", config=cfg, progress=False)
+  assert info["extra_keys"] and all(k.startswith("model.audio_model.") for k in info["extra_keys"])
+
+  model, stored = checkpoints.load(tmp_path / "ck")
+  assert (stored.model.audio_projector.input_size, stored.model.audio_projector.hidden_size) == (32, 48)
+  np.testing.assert_array_equal(np.asarray(model.audio_projection.linear_1.kernel.get_value()),
+                                tensors["model.audio_projection.mlp.0.weight"].T)
+  extra = checkpoints.load_extra(tmp_path / "ck")
+  assert sorted(extra) == sorted(k for k in tensors if k.startswith("model.audio_model."))
   with pytest.warns(UserWarning, match="CMVN"):
-    from_checkpoint = inputs.load_speech_encoder(cfg, extra=extra)
-  with pytest.warns(UserWarning, match="CMVN"):
-    with_trained = inputs.load_speech_encoder(cfg, extra=extra, projector=trained)
-  wav = _wav(tmp_path / "p.wav", 0.3, 2)
-  encoded = jnp.asarray(sensevoice.encode_features(with_trained.encoder, [with_trained.features(wav)])[0])
-  np.testing.assert_allclose(with_trained(wav), np.asarray(trained(encoded)), rtol=1e-5, atol=1e-6)
-  assert np.abs(with_trained(wav) - from_checkpoint(wav)).max() > 1e-3
+    encoder = inputs.load_speech_encoder(_speech_config(), projector=model.audio_projection, sensevoice_tensors=extra)
+  assert encoder.projector is model.audio_projection
+  wav = _wav(tmp_path / "q.wav", 0.3, 4)
+  np.testing.assert_allclose(encoder(wav), fixture_encoder(wav), rtol=1e-5, atol=1e-6)  # the same networks
+  result, _, prompts = generate_from_inputs(model, vocab, tokenizer, "asr", wavs=[wav], speech_encoder=encoder,
+                                            steps=4, region_len=8)
+  embeds, _ = embed_prompts(model, prompts.ids, vocab.pad_id, prompts.features, prompts.audio_slots)
+  np.testing.assert_allclose(np.asarray(embeds[0])[prompts.audio_slots[0]], encoder(wav), rtol=1e-5, atol=1e-6)
+  assert np.asarray(result.tokens).shape == (1, 8)

@@ -11,7 +11,7 @@ from flax import nnx
 
 from configs import speech_decoder_tiny
 from omnidiff_jax.models.speech_out import params as ckpt
-from omnidiff_jax.models.speech_out import SAMPLE_RATE, SpeechDecoder, decode, decode_to_wav
+from omnidiff_jax.models.speech_out import SAMPLE_RATE, decode, decode_to_wav
 from omnidiff_jax.models.speech_out import flow as flowlib
 from omnidiff_jax.models.speech_out import hift as hiftlib
 
@@ -115,9 +115,10 @@ def test_convert_then_decode_to_wav(cfg, tmp_path):
   for name in ("flow", "hift"):
     _, state = _fixture(name)
     torch.save({k: torch.from_numpy(v.astype(np.float32)) for k, v in state.items()}, tmp_path / f"{name}.pt")
-  from tools import convert_checkpoint
-  assert convert_checkpoint.main(["speech-decoder", str(tmp_path / "flow.pt"), str(tmp_path / "hift.pt"),
-                                  str(tmp_path / "ckpt"), "--config", "configs/speech_decoder_tiny.py"]) == 0
+  from tool_cli import run_tool
+  run = run_tool("convert_checkpoint", "speech-decoder", tmp_path / "flow.pt", tmp_path / "hift.pt", tmp_path / "ckpt",
+                 "--config=configs/speech_decoder_tiny.py")
+  assert run.returncode == 0, run.stderr[-3000:]
   decoder = ckpt.load_decoder(cfg, str(tmp_path / "ckpt"), token_bucket=8)
   _, hift_state = _fixture("hift")
   np.testing.assert_allclose(decoder.hift.conv_post.weight[...],
@@ -136,13 +137,10 @@ def test_convert_then_decode_to_wav(cfg, tmp_path):
 
 
 def test_cli_rejects_bad_codes_with_clear_errors(tmp_path):
-  import subprocess
-  import sys
-  tool = pathlib.Path(__file__).parents[1] / "tools" / "speech_decode.py"
+  from tool_cli import run_tool
   (tmp_path / "codes.txt").write_text("1 2 3")
   (tmp_path / "nested.json").write_text("[[1, 2], [[3]]]")
   for name, expected in (("codes.txt", "codes.txt: expected a .npy or .json file"),
                          ("nested.json", "nested.json: row 1 must be a 1-D list of integer codes")):
-    proc = subprocess.run([sys.executable, str(tool), "decode", "--codes", str(tmp_path / name), "--out",
-                           str(tmp_path / "x.wav")], capture_output=True, text=True, timeout=300)
+    proc = run_tool("speech_decode", f"--codes={tmp_path / name}", f"--out={tmp_path / 'x.wav'}", timeout=300)
     assert proc.returncode != 0 and expected in proc.stderr, proc.stderr[-2000:]

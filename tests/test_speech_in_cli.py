@@ -1,9 +1,9 @@
-"""tools/speech_tokenize.py end to end on the tiny fixtures: convert, tokenize / encode, skip bad files."""
+"""tools/convert_checkpoint.py speech-in + tools/speech_tokenize.py end to end on the tiny fixtures: convert,
+tokenize / encode, skip bad files."""
 import json
 import pathlib
 
 import numpy as np
-import pytest
 import soundfile
 import torch
 from safetensors.numpy import save_file
@@ -11,7 +11,7 @@ from safetensors.numpy import save_file
 from configs import sensevoice_tiny, whisper_vq_tiny
 from omnidiff_jax.models.speech_in import params as speech_in
 from omnidiff_jax.models.speech_in import frontend as audio_frontend, sensevoice, whisper_vq
-from tools import speech_tokenize
+from tool_cli import run_tool
 
 FIXTURES = pathlib.Path(__file__).parent / "fixtures"
 ROOT = FIXTURES.parent.parent
@@ -21,20 +21,24 @@ def _sd(name):
   return {k[3:]: v for k, v in np.load(FIXTURES / name).items() if k.startswith("sd/")}
 
 
-def test_convert_and_tokenize_whisper_vq(tmp_path, capsys):
+def _ok(run):
+  assert run.returncode == 0, run.stderr[-3000:]
+  return run
+
+
+def test_convert_and_tokenize_whisper_vq(tmp_path):
   save_file(_sd("speech_in_whisper_vq.npz"), str(tmp_path / "model.safetensors"))   # 'model.encoder.' keys
   params = str(tmp_path / "vq.safetensors")
   cfg = str(ROOT / "configs" / "whisper_vq_tiny.py")
-  speech_tokenize.main(["convert", "--kind", "whisper_vq", "--config", cfg, "--input", str(tmp_path),
-                        "--output", params])
+  _ok(run_tool("convert_checkpoint", "speech-in", tmp_path, params, "--kind=whisper_vq", f"--config={cfg}"))
   wave = np.load(FIXTURES / "speech_in_frontends.npz")["wave_a"]
   soundfile.write(tmp_path / "mono.wav", wave, 16000, subtype="FLOAT")
   soundfile.write(tmp_path / "stereo.wav", np.stack([wave, -wave], 1), 16000, subtype="FLOAT")  # channel 0 used
   (tmp_path / "broken.wav").write_bytes(b"RIFF0000WAVEjunk")
   soundfile.write(tmp_path / "silent.wav", np.zeros(0, np.float32), 16000)
-  speech_tokenize.main(["whisper_vq", "--config", cfg, "--params", params,
-                        *(str(tmp_path / n) for n in ("mono.wav", "stereo.wav", "broken.wav", "silent.wav"))])
-  assert "2 file(s) done, 2 skipped" in capsys.readouterr().out
+  run = _ok(run_tool("speech_tokenize", "whisper_vq", f"--config={cfg}", f"--params={params}",
+                     *(tmp_path / n for n in ("mono.wav", "stereo.wav", "broken.wav", "silent.wav"))))
+  assert "2 file(s) done, 2 skipped" in run.stdout
   mono = json.loads((tmp_path / "mono_glm4voice.json").read_text())
   assert mono == json.loads((tmp_path / "stereo_glm4voice.json").read_text())
 
@@ -43,9 +47,9 @@ def test_convert_and_tokenize_whisper_vq(tmp_path, capsys):
   want = whisper_vq.tokenize(model, audio_frontend.WhisperFrontend(n_mels=16), [wave], 16000)[0]
   assert mono == want and len(mono) == int(np.ceil(wave.size / 1280))
 
-  with pytest.raises(SystemExit, match="broken.wav"):
-    speech_tokenize.main(["whisper_vq", "--config", cfg, "--params", params, "--on_error", "raise",
-                          str(tmp_path / "broken.wav")])
+  run = run_tool("speech_tokenize", "whisper_vq", f"--config={cfg}", f"--params={params}", "--on_error=error",
+                 tmp_path / "broken.wav")
+  assert run.returncode == 1 and "broken.wav" in run.stderr
 
 
 def test_convert_sensevoice_from_model_pt(tmp_path):
@@ -54,12 +58,12 @@ def test_convert_sensevoice_from_model_pt(tmp_path):
         if k.startswith(prefix)}
   torch.save(sd, tmp_path / "model.pt")
   cfg = str(ROOT / "configs" / "sensevoice_tiny.py")
-  speech_tokenize.main(["convert", "--kind", "sensevoice", "--config", cfg, "--input", str(tmp_path / "model.pt"),
-                        "--output", str(tmp_path / "sv.safetensors")])
+  _ok(run_tool("convert_checkpoint", "speech-in", tmp_path / "model.pt", tmp_path / "sv.safetensors",
+               "--kind=sensevoice", f"--config={cfg}"))
   wave = np.load(FIXTURES / "speech_in_frontends.npz")["wave_b"]
   soundfile.write(tmp_path / "clip.wav", np.stack([wave, wave], 1), 16000, subtype="FLOAT")   # channels averaged
-  speech_tokenize.main(["sensevoice", "--config", cfg, "--params", str(tmp_path / "sv.safetensors"),
-                        "--output_dir", str(tmp_path), str(tmp_path / "clip.wav")])
+  _ok(run_tool("speech_tokenize", "sensevoice", f"--config={cfg}", f"--params={tmp_path / 'sv.safetensors'}",
+               f"--output_dir={tmp_path}", tmp_path / "clip.wav"))
   feats = np.load(tmp_path / "clip_sensevoice.npy")
   tiny_cfg = sensevoice_tiny.get_config()
   frontend = audio_frontend.SenseVoiceFrontend(fbank=audio_frontend.FbankOptions(num_mel_bins=8), lfr_m=3, lfr_n=2)
@@ -70,6 +74,6 @@ def test_convert_sensevoice_from_model_pt(tmp_path):
   np.testing.assert_allclose(feats, want, atol=1e-6)
   del sd["encoder.tp_norm.weight"]
   torch.save(sd, tmp_path / "bad.pt")
-  with pytest.raises(SystemExit, match="missing encoder.tp_norm.weight"):
-    speech_tokenize.main(["convert", "--kind", "sensevoice", "--config", cfg, "--input", str(tmp_path / "bad.pt"),
-                          "--output", str(tmp_path / "bad.safetensors")])
+  run = run_tool("convert_checkpoint", "speech-in", tmp_path / "bad.pt", tmp_path / "bad.safetensors",
+                 "--kind=sensevoice", f"--config={cfg}")
+  assert run.returncode == 1 and "missing encoder.tp_norm.weight" in run.stderr

@@ -58,17 +58,19 @@ def test_init_from_a_converted_checkpoint(tmp_path, caplog):
     cfg.train.init_from = str(tmp_path / f"conv_{projector}")
     with caplog.at_level(logging.WARNING):
       params = _host(loop.init_state(cfg, trainer)["params"])
-    projector_params = params.pop(PROJECTOR)
-    _assert_equal(params, _model_params(cfg.train.init_from))  # the backbone, as converted
-    if projector:  # from the converted checkpoint's extra weights, HF (out, in) -> our (in, out)
-      _assert_equal(projector_params, {
+    converted = _model_params(cfg.train.init_from)  # what checkpoints.load gives
+    if projector:  # converted into params/audio_projection, HF (out, in) -> our (in, out)
+      _assert_equal(converted[PROJECTOR], {
           "pre_proj_layernorm": {"scale": hf["model.audio_projection.pre_proj_layernorm.weight"],
                                  "bias": hf["model.audio_projection.pre_proj_layernorm.bias"]},
           "linear_1": {"kernel": hf["model.audio_projection.mlp.0.weight"].T},
           "linear_2": {"kernel": hf["model.audio_projection.mlp.2.weight"].T}})
+      _assert_equal(params, converted)
       assert "no audio projector weights" not in caplog.text
     else:
-      _assert_equal(projector_params, fresh[PROJECTOR])
+      assert PROJECTOR not in converted
+      _assert_equal(params.pop(PROJECTOR), fresh[PROJECTOR])
+      _assert_equal(params, converted)  # the backbone, as converted
       assert "no audio projector weights" in caplog.text
 
   # Training from it: the step-1 checkpoint holds the converted parameters (the learning rate of step 1 is 0).
@@ -86,7 +88,7 @@ def test_init_from_errors(tmp_path):
 
   def restore(path):  # the errors come before any parameter is read or initialised
     abstract = train_step.make_trainer(cfg, sharding.make_mesh(cfg.mesh)).abstract_state["params"]
-    return checkpointing.restore_params(str(path), abstract, None, cfg.model)
+    return checkpointing.restore_params(str(path), abstract, None)
 
   with pytest.raises(ValueError, match="expected a converted checkpoint .* or a training run's checkpoints"):
     restore(tmp_path / "nothing")

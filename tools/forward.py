@@ -7,7 +7,6 @@ Prints the parameter count, the sharding table and forward tokens/s on built-in 
   python tools/forward.py --config configs/omni_7b.py --cpu_devices=0   # real devices (GPU/TPU)
 """
 import os
-import sys
 import time
 
 from absl import app, flags
@@ -61,5 +60,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
   app.run(main)

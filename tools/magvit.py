@@ -1,7 +1,7 @@
-"""MAGVIT-v2 image tokenizer CLI: PNG/JPEG -> codes, codes -> PNG, and torch checkpoint conversion.
+"""MAGVIT-v2 image tokenizer CLI: PNG/JPEG -> codes, codes -> PNG.
 
-  # showlab/magvitv2 torch weights (file or HF snapshot directory) -> our safetensors file
-  python tools/magvit.py convert --src ~/magvitv2 --dst magvit.safetensors
+  python tools/magvit.py {encode,decode} [--flags] FILES...
+
   # images -> codes: shorter side bicubic-resized to --config.image.resolution, center-cropped, [-1, 1];
   # .npy holds int32 (N, L); .json holds [{"image": path, "codes": [...]}, ...]
   python tools/magvit.py encode --checkpoint magvit.safetensors --output codes.json a.png b.jpg
@@ -11,19 +11,17 @@
   # tiny random model, no checkpoint (tests, demos)
   python tools/magvit.py encode --config configs/magvit.py:tiny --output codes.npy a.png
 
---checkpoint accepts our converted file or a torch checkpoint (converted on the fly). Without it the model
+--checkpoint accepts our converted file (tools/convert_checkpoint.py magvit) or a torch checkpoint (converted
+on the fly). Without it the model
 has random weights (a warning says so). Image codes here are tokenizer codes in [0, 8192); the LLM's image
 token ids are these plus the vocabulary's image offset (omnidiff_jax.vocab.VocabLayout.image_id).
 """
 import os
-import sys
 
-from absl import app, flags, logging
+from absl import app, flags
 from ml_collections import config_flags
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-
-COMMANDS = ("encode", "decode", "convert")
+COMMANDS = ("encode", "decode")
 _CONFIG = config_flags.DEFINE_config_file(
     "config", os.path.join(os.path.dirname(__file__), "..", "configs", "magvit.py"), "MAGVIT-v2 config.")
 _CHECKPOINT = flags.DEFINE_string("checkpoint", "", "Weights: our converted .safetensors or a torch checkpoint.")
@@ -31,18 +29,12 @@ _OUTPUT = flags.DEFINE_string("output", "codes.npy", "encode: output codes file 
 _OUTPUT_DIR = flags.DEFINE_string("output_dir", "decoded", "decode: folder for the PNGs.")
 _GRID = flags.DEFINE_string("grid", "", "decode: code grid 'h,w' (default: square).")
 _BATCH = flags.DEFINE_integer("batch_size", 0, "Images per jitted call (0: config.run.batch_size).")
-_SRC = flags.DEFINE_string("src", "", "convert: torch checkpoint file or directory (showlab/magvitv2).")
-_DST = flags.DEFINE_string("dst", "", "convert: output .safetensors file.")
 
 
 def load_model(cfg, checkpoint: str):
   """Our converted file or a torch checkpoint; '' gives random weights (with a warning)."""
-  from omnidiff_jax.models.magvit import params as magvit_ckpt
-
-  if checkpoint:
-    return magvit_ckpt.load_magvit(cfg.model, checkpoint)
-  logging.warning("no --checkpoint: MAGVIT-v2 with RANDOM weights (seed %d)", cfg.run.seed)
-  return magvit_ckpt.random_model(cfg.model, cfg.run.seed)
+  from omnidiff_jax.media_tokenizers import ImageTokenizer
+  return ImageTokenizer.from_config(cfg, checkpoint or None, cfg.run.seed).model
 
 
 def main(argv):
@@ -53,13 +45,7 @@ def main(argv):
   command, args = argv[1], argv[2:]
   cfg = _CONFIG.value
   batch_size = _BATCH.value or cfg.run.batch_size
-  if command == "convert":
-    from omnidiff_jax.models.magvit import params as magvit_ckpt
-    if not _SRC.value or not _DST.value or args:
-      raise app.UsageError("convert needs --src and --dst and no positional arguments")
-    count = magvit_ckpt.convert_magvit(_SRC.value, _DST.value, cfg.model)
-    print(f"converted {count} tensors: {_SRC.value} -> {_DST.value}")
-  elif command == "encode":
+  if command == "encode":
     if not args or not _OUTPUT.value.endswith((".npy", ".json")):
       raise app.UsageError("encode needs image files and an --output ending in .npy or .json")
     codes = image_processing.encode_files(load_model(cfg, _CHECKPOINT.value), args, cfg.image.resolution,

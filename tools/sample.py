@@ -9,8 +9,9 @@ row (rows of different lengths are left padded):
 formatted as upstream's inference does (omnidiff_jax.sampling.inputs) with the checkpoint's --tokenizer.
 Images (512 px -> 1024 codes, --image_resolution) go through MAGVIT-v2 (--magvit); speech through the
 WavFrontend (--cmvn: SenseVoiceSmall's am.mvn), the SenseVoice encoder and the projector, taken from the
-checkpoint's carried-through tensors or from --sensevoice / --projector files (tools/speech_tokenize.py
-convert). s2i runs CFG with upstream's unconditional prompt. Raw --prompt_ids (and --uncond_ids) bypass all this.
+checkpoint (its SenseVoice tensors, the model's projector) or from --sensevoice / --projector files
+(tools/convert_checkpoint.py speech-in). s2i runs CFG with upstream's unconditional prompt. Raw --prompt_ids
+(and --uncond_ids) bypass all this.
 
   python tools/sample.py --checkpoint /ckpt/omni_orbax --tokenizer /ckpt/Omni-Diffusion --task t2i \
       --text "a red bicycle leaning on a wall" --magvit magvit.safetensors --png_dir out/
@@ -27,6 +28,11 @@ convert). s2i runs CFG with upstream's unconditional prompt. Raw --prompt_ids (a
       --speech_decoder decoder/ --wav_dir out/
   python tools/sample.py --task t2i --prompt_ids 12,40,7,99 --config.model.num_layers=2     # random tiny model
   python tools/sample.py --task t2i --prompt_ids 1,2,3 --threshold 0.9 --block_size 32 --kv_cache
+  python tools/sample.py --task s2i --prompt_ids 5,6,7 --uncond_ids 5 --mode upstream --cfg_alignment upstream \
+      --cfg_scale 2.0 --repetition_penalty 1.5 --position_penalty 2.0 --steps 64
+Fidelity and speed: --mode, --cfg_alignment, --cfg_scale, --repetition_penalty, --position_penalty, --alg,
+--temperature, --steps, --region_len (fidelity); --threshold, --block_size, --kv_cache (speed). Unset flags
+keep the task preset's values.
 Without weights the MAGVIT-v2 / speech networks are random (with a warning); tests/test_sample_cli.py runs
 every input kind on tiny random models.
 """
@@ -39,6 +45,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "configs")
+SENSEVOICE_PREFIX = "model.audio_model."  # a converted Omni checkpoint's SenseVoice tensors (HF names)
 _CONFIG = config_flags.DEFINE_config_file("config", os.path.join(CONFIG_DIR, "tiny.py"), "Model config (vocab, model).")
 _CHECKPOINT = flags.DEFINE_string("checkpoint", None,
                                   "Converted or training Orbax checkpoint (its config replaces --config).")
@@ -51,10 +58,10 @@ _IMAGE_RES = flags.DEFINE_integer("image_resolution", None, "Side of input image
 _MAGVIT = flags.DEFINE_string("magvit", None, "MAGVIT-v2 weights (ours / torch) for --image, --png_dir; none: random.")
 _MAGVIT_CONFIG = flags.DEFINE_string("magvit_config", os.path.join(CONFIG_DIR, "magvit.py"),
                                      "MAGVIT-v2 config file[:arg].")
-_SENSEVOICE = flags.DEFINE_string("sensevoice", None, "SenseVoice encoder params (tools/speech_tokenize.py convert); "
-                                  "default: the checkpoint's, or random without --checkpoint.")
-_PROJECTOR = flags.DEFINE_string("projector", None, "Speech projector params (speech_tokenize.py convert --kind "
-                                 "projector); default: the checkpoint's, or random without --checkpoint.")
+_SENSEVOICE = flags.DEFINE_string("sensevoice", None, "SenseVoice encoder params (tools/convert_checkpoint.py "
+                                  "speech-in); default: the checkpoint's, or random without --checkpoint.")
+_PROJECTOR = flags.DEFINE_string("projector", None, "Speech projector params (convert_checkpoint.py speech-in --kind="
+                                 "projector); default: the model's, else random.")
 _SENSEVOICE_CONFIG = flags.DEFINE_string("sensevoice_config", None, "Speech-input config; default configs/"
                                          "sensevoice.py with --checkpoint, configs/sensevoice_tiny.py without.")
 _CMVN = flags.DEFINE_string("cmvn", "", "SenseVoiceSmall's am.mvn for the speech features (overrides the config).")
@@ -74,7 +81,15 @@ _ALG = flags.DEFINE_string("alg", None, "Override the algorithm (origin, maskgit
 _TEMPERATURE = flags.DEFINE_float("temperature", None, "Override the temperature.")
 _BLOCK = flags.DEFINE_integer("block_size", None, "Semi-autoregressive block size.")
 _THRESHOLD = flags.DEFINE_float("threshold", None, "Confidence-threshold parallel decoding (e.g. 0.9).")
-_KV_CACHE = flags.DEFINE_bool("kv_cache", False, "Approximate block KV cache (needs --block_size).")
+_KV_CACHE = flags.DEFINE_bool("kv_cache", None, "Approximate block KV cache (needs --block_size).")
+_MODE = flags.DEFINE_enum("mode", None, ["default", "upstream"], "Sampler semantics: 'upstream' = token-identical "
+                          "to upstream at batch 1 (sampling.schedule.SamplerConfig.mode).")
+_CFG_SCALE = flags.DEFINE_float("cfg_scale", None, "Classifier-free guidance weight (0 = off; s2i's preset: 2.0).")
+_CFG_ALIGNMENT = flags.DEFINE_enum("cfg_alignment", None, ["region", "upstream"], "Where the unconditional row's "
+                                   "region sits: at the conditional one's indices, or upstream's layout.")
+_REPETITION_PENALTY = flags.DEFINE_float("repetition_penalty", None, "Penalty on ids already decoded (alg "
+                                         "entropy-penalty; 1 = off).")
+_POSITION_PENALTY = flags.DEFINE_float("position_penalty", None, "Position-penalty ramp P (1 = off).")
 _SEED = flags.DEFINE_integer("seed", 0, "Sampling seed (and model / random tokenizer-network init seed).")
 _OUT = flags.DEFINE_string("out", None, "Write the results as JSON here (default: print).")
 
@@ -99,21 +114,20 @@ def load_model(cfg, checkpoint: str | None, seed: int):
 
 
 def speech_encoder(model):
-  """The SpeechEncoder of the --sensevoice* / --projector / --cmvn flags, the model's own projector (training
-  checkpoints) and the checkpoint's carried-through tensors (converted checkpoints)."""
+  """The SpeechEncoder of the --sensevoice* / --projector / --cmvn flags, the model's own projector and the
+  checkpoint's carried-through SenseVoice tensors."""
   from omnidiff_jax.checkpoints import load_extra
   from omnidiff_jax.config import load_config_file
   from omnidiff_jax.sampling import inputs
-  checkpoint, projector = _CHECKPOINT.value, model.audio_projection
+  checkpoint = _CHECKPOINT.value
   spec = _SENSEVOICE_CONFIG.value or os.path.join(CONFIG_DIR, "sensevoice.py" if checkpoint else "sensevoice_tiny.py")
-  has_projector = bool(_PROJECTOR.value) or projector is not None
-  extra = load_extra(checkpoint) if checkpoint and not (_SENSEVOICE.value and has_projector) else None
-  if extra == {}:
-    raise app.UsageError(f"--checkpoint {checkpoint} carries no SenseVoice / projector tensors: pass --sensevoice "
-                         f"{'' if has_projector else 'and --projector '}(tools/speech_tokenize.py convert)")
-  return inputs.load_speech_encoder(load_config_file(spec), extra=extra, sensevoice_params=_SENSEVOICE.value,
-                                    projector_params=_PROJECTOR.value, projector=projector, cmvn_file=_CMVN.value,
-                                    seed=_SEED.value)
+  sensevoice = load_extra(checkpoint, SENSEVOICE_PREFIX) if checkpoint and not _SENSEVOICE.value else None
+  if sensevoice == {}:
+    raise app.UsageError(f"--checkpoint {checkpoint} carries no SenseVoice tensors ({SENSEVOICE_PREFIX}*): pass "
+                         "--sensevoice (tools/convert_checkpoint.py speech-in --kind=sensevoice)")
+  return inputs.load_speech_encoder(load_config_file(spec), projector=model.audio_projection,
+                                    projector_params=_PROJECTOR.value, sensevoice_params=_SENSEVOICE.value,
+                                    sensevoice_tensors=sensevoice, cmvn_file=_CMVN.value, seed=_SEED.value)
 
 
 def sample_inputs(model, vocab, overrides: dict):
@@ -156,7 +170,7 @@ def write_media(task_rows: list[dict], seed: int) -> None:
     from omnidiff_jax.models.magvit import preprocess as image_processing
     from omnidiff_jax.sampling import inputs
     rows = [i for i, r in enumerate(task_rows) if len(r.get("image", []))]
-    model = inputs.load_image_tokenizer(_MAGVIT_CONFIG.value, _MAGVIT.value, seed)
+    model = inputs.load_image_tokenizer(_MAGVIT_CONFIG.value, _MAGVIT.value, seed).model
     os.makedirs(_PNG_DIR.value, exist_ok=True)
     paths = [os.path.join(_PNG_DIR.value, f"sample_{i}.png") for i in rows]
     if rows:
@@ -198,11 +212,10 @@ def main(argv):
     raise app.UsageError(f"unknown --task {_TASK.value!r}; choose one of {sorted(PRESETS)}")
   if _UNCOND_IDS.value and raw_inputs:
     raise app.UsageError("--uncond_ids goes with --prompt_ids; task inputs build s2i's unconditional prompt")
-  overrides = {name: flag.value for name, flag in [
-      ("region_len", _REGION), ("steps", _STEPS), ("alg", _ALG), ("temperature", _TEMPERATURE),
-      ("block_size", _BLOCK), ("threshold", _THRESHOLD)] if flag.value is not None}
-  if _KV_CACHE.value:
-    overrides["kv_cache"] = True
+  # Every flag left unset keeps the task preset's value (omnidiff_jax.tasks).
+  overrides = {flag.name: flag.value for flag in (
+      _REGION, _STEPS, _ALG, _TEMPERATURE, _BLOCK, _THRESHOLD, _KV_CACHE, _MODE, _CFG_SCALE, _CFG_ALIGNMENT,
+      _REPETITION_PENALTY, _POSITION_PENALTY) if flag.value is not None}
   try:
     if raw_inputs:  # before loading anything: the task's inputs and their files
       inputs.check_inputs(_TASK.value, _TEXT.value, _IMAGE.value, _WAV.value)
@@ -232,5 +245,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
   app.run(main)

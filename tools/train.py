@@ -17,12 +17,9 @@ under a launcher jax.distributed detects (TPU pods, SLURM).
 """
 import logging
 import os
-import sys
 
 from absl import app, flags
 from ml_collections import config_flags
-
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))  # stage configs import the `configs` package
 
 STAGES = ("stage1", "stage2", "stage3")
 

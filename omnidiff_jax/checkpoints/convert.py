@@ -26,6 +26,7 @@ from omnidiff_jax.checkpoints.safetensors_io import (FLOAT_DTYPES, CheckpointErr
                                                      parse_size, plan_shards, write_hf)
 from omnidiff_jax.vocab import VocabLayout, verify_tokenizer
 
+PROJECTOR, PROJECTOR_PREFIX = "audio_projection", "model.audio_projection."  # ours (params/...), Omni's HF names
 # Vocabulary layouts recognised from config.json's vocab_size (same numbers as configs/dream_7b.py and
 # configs/omni_7b.py); other sizes need an explicit vocab config.
 KNOWN_VOCABS = {
@@ -111,11 +112,27 @@ def _read_block(ckpt: HFCheckpoint, name: hf_names.ParamName, index: tuple[slice
   return out if name.per_layer else out[0]
 
 
+def _projector_config(ckpt: HFCheckpoint, model_cfg: ml_collections.ConfigDict, problems: list[str]):
+  """model.audio_projector for an Omni checkpoint's projector (`model.audio_projection.*`): input width from its
+  LayerNorm, output = the backbone width, parameters in the stored dtype (compute: the model's)."""
+  width_key = PROJECTOR_PREFIX + "pre_proj_layernorm.weight"
+  if width_key not in ckpt:
+    problems.append(f"{PROJECTOR_PREFIX}* tensors without {width_key!r}: not an Omni audio projector")
+    return None
+  given, width = model_cfg.get("audio_projector") or {}, ckpt.shape(width_key)[0]
+  if given.get("input_size", width) != width:
+    problems.append(f"{width_key}: projector input width {width}, the given config has model.audio_projector."
+                    f"input_size={given['input_size']}")
+  return ml_collections.ConfigDict(dict(input_size=width, hidden_size=model_cfg.hidden_size,
+                                        dtype=given.get("dtype", model_cfg.dtype),
+                                        param_dtype=np_dtype(ckpt.dtype(width_key)).name))
+
+
 def _validate(ckpt: HFCheckpoint, config: ml_collections.ConfigDict | None, mesh: jax.sharding.Mesh | None):
   """Checks an HF checkpoint against the model it describes (and `config`, when given).
 
-  Returns (model config, vocab config, {our param path: abstract array (sharded over `mesh`)}, extra HF
-  keys). Raises CheckpointError with every problem found.
+  Returns (model config, vocab config, {our param path: abstract array (sharded over `mesh`)}, {projector param
+  path: array} (empty without one), extra HF keys). Raises CheckpointError with every problem found.
   """
   problems = list(ckpt.problems)
   model_cfg = model_config_from_hf(ckpt.config, problems) if ckpt.config else None
@@ -127,8 +144,11 @@ def _validate(ckpt: HFCheckpoint, config: ml_collections.ConfigDict | None, mesh
         problems.append(f"config.json: {_HF_FIELDS.get(field, field)}={model_cfg[field]} but the given config "
                         f"has model.{field}={config.model[field]}")
     model_cfg = ml_collections.ConfigDict(config.model.to_dict())
-  abstract, extra_keys = {}, [k for k in ckpt.keys() if hf_names.is_extra(k)]
+  abstract, projector = {}, {}
+  extra_keys = [k for k in ckpt.keys() if hf_names.is_extra(k) and not k.startswith(PROJECTOR_PREFIX)]
+  projector_keys = [k for k in ckpt.keys() if k.startswith(PROJECTOR_PREFIX)]
   if model_cfg is not None:
+    model_cfg.audio_projector = _projector_config(ckpt, model_cfg, problems) if projector_keys else None
     if vocab is None and model_cfg.vocab_size in KNOWN_VOCABS:
       vocab = cfglib.vocab_config(**KNOWN_VOCABS[model_cfg.vocab_size])
     if vocab is None:
@@ -151,17 +171,28 @@ def _validate(ckpt: HFCheckpoint, config: ml_collections.ConfigDict | None, mesh
         _check_tensor(ckpt, key, shape, problems)
     for key in extra_keys:
       _check_tensor(ckpt, key, None, problems)
-    for key in sorted(set(ckpt.keys()) - expected - set(extra_keys)):
+    if model_cfg.audio_projector is not None:  # small: read now, so that a mismatch is reported before writing
+      targets = {p[1:]: a.shape for p, a in abstract.items() if p[0] == PROJECTOR}
+      try:
+        projector = speech_in.convert(speech_in.projector_entries(), {
+            k[len(PROJECTOR_PREFIX):]: ckpt.read(k) for k in projector_keys}, targets, what="audio projector")
+      except speech_in.CheckpointMismatchError as e:
+        problems.append(str(e))
+    for key in sorted(set(ckpt.keys()) - expected - set(extra_keys) - set(projector_keys)):
       problems.append(f"unexpected tensor {key!r} (not a Dream/Qwen2 backbone key nor an Omni extra weight)")
   if problems:
     raise CheckpointError(f"cannot convert {ckpt.directory}", problems)
-  return model_cfg, vocab, abstract, extra_keys
+  return model_cfg, vocab, abstract, projector, extra_keys
 
 
 def hf_to_orbax(hf_dir: str | os.PathLike, out: str | os.PathLike, *,
                 config: ml_collections.ConfigDict | None = None, dtype: str | None = None,
                 mesh: jax.sharding.Mesh | None = None, step: int = 0, progress: bool = True) -> dict:
   """Converts an HF Dream / Omni-Diffusion directory into an Orbax checkpoint at '<out>/<step>'.
+
+  An Omni audio projector (`model.audio_projection.*`) becomes params/audio_projection (model.audio_projector
+  set: checkpoints.load gives a model with it); the other Omni weights (the frozen SenseVoice encoder
+  `model.audio_model.*`) are carried through under 'extra' by HF name (checkpoints.load_extra).
 
   Args:
     hf_dir: directory with config.json and model.safetensors or sharded *.safetensors + index.
@@ -175,21 +206,24 @@ def hf_to_orbax(hf_dir: str | os.PathLike, out: str | os.PathLike, *,
     mesh: shard every parameter over this mesh while converting; each device's block is read straight
       from the safetensors files, so no host ever builds a full replica of a sharded parameter.
   Returns:
-    {'config': the stored config dict, 'extra_keys': the carried-through non-backbone HF keys}.
+    {'config': the stored config dict, 'extra_keys': the carried-through HF keys under 'extra'}.
   Raises:
     CheckpointError listing every problem (files, config, missing/unexpected/mis-shaped/mis-typed tensors,
     vocabulary mismatch, tokenizer.json / tokenizer_config.json in hf_dir disagreeing with the vocab
     layout) before anything is written.
   """
   ckpt = HFCheckpoint(hf_dir)
-  model_cfg, vocab, abstract, extra_keys = _validate(ckpt, config, mesh)
+  model_cfg, vocab, abstract, projector, extra_keys = _validate(ckpt, config, mesh)
   names = hf_names.backbone_names()
   store_dtype = {name.path: np.dtype(jnp.dtype(dtype)) if dtype else
                  np_dtype(ckpt.dtype(hf_names.hf_keys(name, model_cfg.num_layers)[0])) for name in names}
   model_cfg.param_dtype = store_dtype[("embed_tokens", "embedding")].name
-  model_cfg.audio_projector = None  # 'params' holds the backbone; an Omni projector stays in 'extra' (HF names)
   if config is None:
     model_cfg.dtype = model_cfg.param_dtype
+  if projector:
+    model_cfg.audio_projector.param_dtype = jnp.dtype(dtype).name if dtype else model_cfg.audio_projector.param_dtype
+    if config is None:
+      model_cfg.audio_projector.dtype = model_cfg.dtype
   config = ml_collections.ConfigDict(dict(vocab=vocab, model=model_cfg))
   metadata = dict(format=orbax_io.FORMAT, config=config.to_dict(), hf_config=ckpt.config, extra_keys=extra_keys)
   total = sum(ckpt.nbytes(k) for k in ckpt.keys())
@@ -205,6 +239,11 @@ def hf_to_orbax(hf_dir: str | os.PathLike, out: str | os.PathLike, *,
         array = jax.make_array_from_callback(shape, abstract[name.path].sharding, read)
       yield ("params", *name.path), array
       bar.update(sum(ckpt.nbytes(k) for k in hf_names.hf_keys(name, model_cfg.num_layers)))
+    for path, value in projector.items():
+      value = value.astype(jnp.dtype(model_cfg.audio_projector.param_dtype))
+      yield ("params", PROJECTOR, *path), (value if mesh is None else jax.make_array_from_callback(
+          value.shape, abstract[(PROJECTOR, *path)].sharding, lambda index, value=value: value[index]))
+      bar.update(value.nbytes)
     for key in extra_keys:
       value = ckpt.read(key)
       yield ("extra", *key.split(".")), value if dtype is None else value.astype(jnp.dtype(dtype))

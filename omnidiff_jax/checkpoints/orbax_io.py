@@ -6,10 +6,10 @@ One layout for converted and trained models (an Orbax CheckpointManager director
   <root>/<step>/_CHECKPOINT_METADATA   custom_metadata: {'format': FORMAT, 'config': {'vocab': .., 'model': ..},
                                                          ...}
 
-  converted (convert.hf_to_orbax)  state = {'params': backbone, 'extra': {<HF key split on '.'>: array}}
-                                   ('extra', optional: the Omni weights outside the backbone, SenseVoice
-                                   encoder and audio projector, under their HF names); metadata also
-                                   'hf_config' (config.json of the source) and 'extra_keys'
+  converted (convert.hf_to_orbax)  state = {'params': backbone + 'audio_projection' (when the source has
+                                   Omni's projector), 'extra': {<HF key split on '.'>: array}} ('extra',
+                                   optional: the frozen SenseVoice encoder under its HF names); metadata
+                                   also 'hf_config' (config.json of the source) and 'extra_keys'
   training (training.checkpointing) <workdir>/checkpoints: state = {'params': backbone + 'audio_projection'
                                    (when model.audio_projector is set), 'opt_state', 'step', 'rng'} and the
                                    items 'data' (Grain iterator) and 'meta'; metadata also 'source':
@@ -190,7 +190,7 @@ def load(path: str | os.PathLike, *, mesh: jax.sharding.Mesh | None = None,
   Args:
     path: a checkpoint root (its latest committed step is used), e.g. a training run's
       <workdir>/checkpoints, or one step directory. The model has an `audio_projection` when the stored
-      model config has an audio_projector (trained checkpoints of the stage configs).
+      model config has an audio_projector (converted Omni checkpoints, trained ones of the stage configs).
     mesh: device mesh to shard the parameters over (logical rules of omnidiff_jax.sharding); it may
       differ from the mesh (or device count) that saved. None puts everything on the default device.
     dtype: parameter dtype, e.g. 'bfloat16'; None keeps the stored config's model.param_dtype.

@@ -8,9 +8,10 @@ A tokenized sample is a dict of numpy arrays:
   audio_features (F, D) float32  one feature row per slot (D = feature_dim; F = 0 without user audio)
 
 Media per placeholder (reference section 3.4): an image in a user turn is 512 px -> 1024 MAGVIT-v2 codes, in
-an assistant turn 256 px -> 256 codes; assistant speech -> WhisperVQ codes; user speech -> features (one
-feature slot each). Precomputed codes / features in the record are validated and used as they are; the rest
-is loaded (omnidiff_jax.data.media) and tokenized in batches through a `MediaTokenizer`.
+an assistant turn 256 px -> 256 codes (IMAGE_GRID; the pixel size follows the tokenizer's image_downsample);
+assistant speech -> WhisperVQ codes; user speech -> features (one feature slot each). Precomputed codes /
+features in the record are validated and used as they are; the rest is loaded (omnidiff_jax.data.media) and
+tokenized in batches through a `MediaTokenizer`.
 """
 from __future__ import annotations
 
@@ -28,8 +29,9 @@ from omnidiff_jax.data.errors import BadSample
 from omnidiff_jax.data.interfaces import IGNORE_ID, TASKS, MediaItem, MediaTokenizer, Record, Sample
 from omnidiff_jax.vocab import VocabLayout
 
-IMAGE_RESOLUTION = {"user": 512, "assistant": 256}
-IMAGE_DOWNSAMPLE = 16  # MAGVIT-v2: 16 x 16 pixels per code
+# Codes per image side by role: a user image is 32 x 32 = 1024 codes (512 px for MAGVIT-v2's 16 px per code), an
+# assistant image 16 x 16 = 256 codes (256 px). The pixel size is the grid times the tokenizer's image_downsample.
+IMAGE_GRID = {"user": 32, "assistant": 16}
 
 
 def _load_array(path_or_list, what: str) -> np.ndarray:
@@ -98,9 +100,8 @@ class SampleEncoder:
     """Loads what has to be tokenized: ({(kind, key): input}, resolver) for one record."""
     pending = {}
     for i, item in enumerate(record.images):
-      res = IMAGE_RESOLUTION[item.role]
       if item.codes is None:
-        self._need_tokenizer(item, "image")
+        res = IMAGE_GRID[item.role] * self._need_tokenizer(item, "image").image_downsample
         if item.array is None and item.path is None:
           raise BadSample(f"images[{i}]: neither a file nor precomputed codes")
         pending[("image", res, i)] = media_lib.load_image(
@@ -134,10 +135,10 @@ class SampleEncoder:
   def _build(self, record: Record, tokenized: dict) -> Sample:
     image_codes, speech, features = [], [], []
     for i, item in enumerate(record.images):
-      res = IMAGE_RESOLUTION[item.role]
-      raw = tokenized[("image", res, i)] if item.codes is None else _load_array(item.codes, "image codes")
-      image_codes.append(check_codes(raw, self.vocab.num_image_codes, f"images[{i}] codes '{item.name}'",
-                                     (res // IMAGE_DOWNSAMPLE) ** 2))
+      grid = IMAGE_GRID[item.role]
+      raw = (tokenized[("image", grid * self.tokenizer.image_downsample, i)] if item.codes is None
+             else _load_array(item.codes, "image codes"))
+      image_codes.append(check_codes(raw, self.vocab.num_image_codes, f"images[{i}] codes '{item.name}'", grid ** 2))
     for i, item in enumerate(record.audios):
       if item.role == "assistant":
         raw = tokenized[("speech", i)] if item.codes is None else _load_array(item.codes, "speech codes")

@@ -1,8 +1,8 @@
 """Types shared by the data sources, and the plug-in point for the media tokenizers.
 
-MediaTokenizer (implemented by the tokenizer issues, injected into `encode.SampleEncoder`): images ->
-MAGVIT-v2 codes, assistant speech -> WhisperVQ codes, user speech -> features. Text goes through the Qwen2
-BPE and the ChatML builder of omnidiff_jax.chat.
+MediaTokenizer (implemented by omnidiff_jax.media_tokenizers.MediaTokenizers, injected into
+`encode.SampleEncoder`): images -> MAGVIT-v2 codes, assistant speech -> WhisperVQ codes, user speech -> features.
+Text goes through the Qwen2 BPE and the ChatML builder of omnidiff_jax.chat.
 """
 from __future__ import annotations
 
@@ -54,7 +54,12 @@ class Record:
 
 
 class MediaTokenizer(Protocol):
-  """Batched media tokenizers (MAGVIT-v2, GLM-4-Voice WhisperVQ, SenseVoice)."""
+  """Batched media tokenizers (MAGVIT-v2, GLM-4-Voice WhisperVQ, SenseVoice; omnidiff_jax.media_tokenizers).
+
+  image_downsample: pixels per image code along each side (MAGVIT-v2: 16), so the data pipeline resizes images
+  to the code grid times it.
+  """
+  image_downsample: int
 
   def encode_image(self, images: np.ndarray) -> np.ndarray:
     """(N, H, W, 3) float32 in [-1, 1] -> (N, (H / 16) * (W / 16)) int codes in raster order."""

@@ -9,7 +9,7 @@ turn from the task message and the media:
 after the task's system turn (s2i, svqa), in ChatML with the generation prompt, tokenized as one string
 (apply_chat_template; omnidiff_jax.chat.build_chat with join_role_line=True).
   Image: `process_images_with_subpatch(path, 512)`, i.e. upstream's image_transform at 512 px (a user image,
-    data.encode.IMAGE_RESOLUTION['user']) -> 32 x 32 = 1024 MAGVIT-v2 codes, expanded as
+    data.encode.IMAGE_GRID['user']) -> 32 x 32 = 1024 MAGVIT-v2 codes, expanded as
     <|begin_of_image|> <|image_c|>... <|end_of_image|>.
   Speech (`add_audio_input_contiguous`): torchaudio load, channels averaged, resampled to 16 kHz (torchaudio's
     sinc method: audio_frontend.resample), WavFrontend (fbank + LFR + CMVN) -> in the model the frozen
@@ -29,14 +29,13 @@ from typing import TYPE_CHECKING, Sequence
 import numpy as np
 import tokenizers
 
-from omnidiff_jax import chat, tasks
+from omnidiff_jax import chat, media_tokenizers, tasks
 from omnidiff_jax.sampling import api, presets
 from omnidiff_jax.vocab import VocabLayout
 
 if TYPE_CHECKING:
+  from omnidiff_jax.media_tokenizers import SpeechFeaturizer
   from omnidiff_jax.models.speech_in.adapter import AudioProjector
-  from omnidiff_jax.models.speech_in.frontend import SenseVoiceFrontend
-  from omnidiff_jax.models.speech_in.sensevoice import SenseVoiceEncoder
 
 # Per preset (omnidiff_jax.tasks; live views): the inputs it takes (one of each per batch row) and the
 # omnidiff_jax.chat template (task) it uses.
@@ -72,21 +71,18 @@ def check_inputs(task: str, texts: Sequence[str] | None = None, images: Sequence
 
 @dataclasses.dataclass
 class SpeechEncoder:
-  """User speech -> backbone-space features: WavFrontend, the frozen SenseVoice encoder, the projector.
-  rng: the dither noise source (when frontend.fbank.dither > 0)."""
-  frontend: SenseVoiceFrontend
-  encoder: SenseVoiceEncoder
+  """User speech -> backbone-space features: the SenseVoice front end and frozen encoder (a
+  media_tokenizers.SpeechFeaturizer, as the data pipeline uses), then the projector."""
+  featurizer: SpeechFeaturizer
   projector: AudioProjector
-  rng: np.random.Generator | None = None
 
   def features(self, path: str) -> np.ndarray:
     """Audio file -> LFR frames (T_lfr, frontend.feature_dim) float32 (channels averaged, as upstream)."""
     from omnidiff_jax.data import media
-    from omnidiff_jax.models.speech_in.frontend import BadAudioError
     wave, rate = media.read_audio(path)  # BadSample (a ValueError) names a missing / undecodable file
     try:
-      return self.frontend(wave.mean(axis=1), rate, self.rng)
-    except BadAudioError as e:
+      return self.featurizer.frames(wave.mean(axis=1), rate)
+    except ValueError as e:  # BadAudioError
       raise ValueError(f"audio '{path}': {e}") from e
 
   def __call__(self, path: str) -> np.ndarray:
@@ -94,66 +90,49 @@ class SpeechEncoder:
     import jax.numpy as jnp
 
     from omnidiff_jax.models.speech_in import sensevoice
-    encoded = sensevoice.encode_features(self.encoder, [self.features(path)])[0]
+    encoded = sensevoice.encode_features(self.featurizer.encoder, [self.features(path)])[0]
     return np.asarray(self.projector(jnp.asarray(encoded)), np.float32)
 
 
-def load_speech_encoder(cfg, *, extra: dict[str, np.ndarray] | None = None, sensevoice_params: str | None = None,
-                        projector_params: str | None = None, projector: AudioProjector | None = None,
+def load_speech_encoder(cfg, *, projector: AudioProjector | None = None, projector_params: str | None = None,
+                        sensevoice_params: str | None = None, sensevoice_tensors: dict[str, np.ndarray] | None = None,
                         cmvn_file: str = "", seed: int = 0) -> SpeechEncoder:
   """A SpeechEncoder for a speech config (configs/sensevoice.py: frontend, encoder, projector sections).
 
-  Each network's weights come from our parameter file (sensevoice_params / projector_params, written by
-  tools/speech_tokenize.py convert), else from `extra`: the converted Omni checkpoint's carried-through tensors
-  by HF name (omnidiff_jax.checkpoints.load_extra; prefixes are found and stripped), else from a deterministic
-  random init (with a warning: the random-model demo). projector: the backbone's own trained projector
-  (DreamModel.audio_projection of a training checkpoint), used unless projector_params is given.
-  cmvn_file: SenseVoiceSmall's am.mvn (overrides cfg.frontend.cmvn_file). Raises CheckpointMismatchError (a
-  ValueError) listing what does not fit.
+  projector: the backbone's own (DreamModel.audio_projection of a converted Omni or a training checkpoint),
+  unless projector_params (our parameter file) is given; without either, a random one (with a warning). The
+  SenseVoice encoder: media_tokenizers.SpeechFeaturizer.from_config with sensevoice_params (our parameter file)
+  or sensevoice_tensors (the checkpoint's SenseVoice tensors by HF name, checkpoints.load_extra), else random
+  (with a warning). cmvn_file: SenseVoiceSmall's am.mvn. Raises CheckpointMismatchError (a ValueError).
   """
   from omnidiff_jax.models.speech_in import params as speech_in
-  from omnidiff_jax.models.speech_in import frontend as audio_frontend
-  nets = {}
-  for kind, params, load in (("sensevoice", sensevoice_params, speech_in.load_sensevoice),
-                             ("projector", projector_params, speech_in.load_projector)):
-    if kind == "projector" and projector is not None and not params:
-      nets[kind] = projector
-      continue
-    nets[kind] = speech_in.model_for(kind, cfg)
-    if params:
-      speech_in.load_params(nets[kind], params)
-    elif extra is not None:
-      load(nets[kind], extra)
+  featurizer = media_tokenizers.SpeechFeaturizer.from_config(
+      cfg, sensevoice_params or sensevoice_tensors, cmvn_file, seed)
+  if projector is None or projector_params:
+    projector = speech_in.model_for("projector", cfg)
+    if projector_params:
+      speech_in.load_params(projector, projector_params)
     else:
-      warnings.warn(f"no {kind} weights: user speech goes through a random {kind} (demo only)", stacklevel=2)
-      speech_in.fill_random(nets[kind], seed)
-  frontend = audio_frontend.SenseVoiceFrontend.from_config(cfg.frontend, cmvn_file)
-  if frontend.cmvn is None and (extra is not None or sensevoice_params):
-    warnings.warn("no CMVN file (SenseVoiceSmall's am.mvn): speech features differ from upstream's", stacklevel=2)
-  rng = np.random.default_rng(seed) if cfg.frontend.dither else None
-  return SpeechEncoder(frontend, nets["sensevoice"], nets["projector"], rng)
+      warnings.warn("no projector weights: user speech goes through a random projector (demo only)", stacklevel=2)
+      speech_in.fill_random(projector, seed)
+  return SpeechEncoder(featurizer, projector)
 
 
-def load_image_tokenizer(config_spec: str, weights: str | None = None, seed: int = 0):
-  """MAGVIT-v2 (a MagvitV2) of a config file[:arg] (configs/magvit.py) with our / torch weights, or random
-  weights with a warning when `weights` is None."""
-  from omnidiff_jax.models.magvit import params as magvit_ckpt
-  from omnidiff_jax.config import load_config_file
-  model_cfg = load_config_file(config_spec).model
-  if weights is None:
-    warnings.warn("no MAGVIT-v2 weights: images go through a random MAGVIT-v2 (demo only)", stacklevel=2)
-    return magvit_ckpt.random_model(model_cfg, seed)
-  return magvit_ckpt.load_magvit(model_cfg, weights)
+def load_image_tokenizer(config_spec: str, weights: str | None = None, seed: int = 0
+                         ) -> media_tokenizers.ImageTokenizer:
+  """MAGVIT-v2 of a config file[:arg] (configs/magvit.py) with our / torch weights, or random weights with a
+  warning when `weights` is None."""
+  return media_tokenizers.ImageTokenizer.from_config(config_spec, weights, seed)
 
 
-def encode_images(image_tokenizer, paths: Sequence[str], vocab: VocabLayout, resolution: int | None = None
-                  ) -> np.ndarray:
+def encode_images(image_tokenizer: media_tokenizers.ImageTokenizer, paths: Sequence[str], vocab: VocabLayout,
+                  resolution: int | None = None) -> np.ndarray:
   """Image files -> MAGVIT-v2 codes (N, (resolution / f) ** 2) int32, checked against the vocabulary.
-  resolution: the square side after resize + center crop; None = a user image's (512 -> 1024 codes)."""
-  from omnidiff_jax.data.encode import IMAGE_RESOLUTION
-  from omnidiff_jax.models.magvit import preprocess as image_processing
-  resolution = IMAGE_RESOLUTION["user"] if resolution is None else resolution
-  codes = image_processing.encode_files(image_tokenizer, paths, resolution, batch_size=min(len(paths), 8))
+  resolution: the square side after resize + center crop; None = a user image's (32 x 32 = 1024 codes: 512 px
+  for MAGVIT-v2)."""
+  from omnidiff_jax.data.encode import IMAGE_GRID
+  resolution = IMAGE_GRID["user"] * image_tokenizer.image_downsample if resolution is None else resolution
+  codes = image_tokenizer.encode_files(paths, resolution)
   if codes.max() >= vocab.num_image_codes:
     raise ValueError(f"MAGVIT-v2 codes of {', '.join(paths)} reach {codes.max()}, but the vocabulary has "
                      f"{vocab.num_image_codes} image codes (config vocab.num_image_codes)")
@@ -200,9 +179,10 @@ def build_prompts(task: str, vocab: VocabLayout, tokenizer: tokenizers.Tokenizer
                   image_resolution: int | None = None, cfg_scale: float | None = None) -> Prompts:
   """Prompts of a batch: one text / image file / speech file per row, as TASK_INPUTS[task] lists.
 
-  image_tokenizer: a MagvitV2 (load_image_tokenizer) for images, encoded at image_resolution (None: upstream's
-  512 px); speech_encoder: a SpeechEncoder (load_speech_encoder) for speech. cfg_scale: the sampler's (None:
-  the preset's); with cfg_scale > 0 tasks whose preset has an upstream unconditional prompt (s2i) get one.
+  image_tokenizer: a media_tokenizers.ImageTokenizer (load_image_tokenizer) for images, encoded at
+  image_resolution (None: 1024 codes, upstream's 512 px for MAGVIT-v2); speech_encoder: a SpeechEncoder
+  (load_speech_encoder) for speech. cfg_scale: the sampler's (None: the preset's); with cfg_scale > 0, presets
+  with an unconditional-prompt rule (s2i) get one.
   """
   batch = check_inputs(task, texts, images, wavs)
   if images and image_tokenizer is None:

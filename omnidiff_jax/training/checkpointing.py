@@ -22,21 +22,16 @@ import threading
 
 import grain
 import jax
-import jax.numpy as jnp
 import ml_collections
 import orbax.checkpoint as ocp
 from etils import epath
-from flax import nnx
 from jax.experimental import multihost_utils
 
 from omnidiff_jax.checkpoints import orbax_io
-from omnidiff_jax.models.speech_in import params as speech_in
-from omnidiff_jax.models.speech_in.adapter import AudioProjector
 
 log = logging.getLogger(__name__)
 
 PROJECTOR = "audio_projection"  # the projector's subtree of the parameters (DreamModel attribute)
-PROJECTOR_HF_PREFIX = "model.audio_projection."  # its HF names in converted checkpoints' 'extra' item
 
 
 def model_metadata(cfg: ml_collections.ConfigDict) -> dict:
@@ -102,15 +97,15 @@ class Checkpointer:
     self.manager.close()
 
 
-def restore_params(path: str, abstract_params: dict, fresh_params: dict, model_cfg: ml_collections.ConfigDict):
+def restore_params(path: str, abstract_params: dict, fresh_params: dict):
   """The parameters train.init_from names, placed like `abstract_params`.
 
-  path: a converted checkpoint (tools/convert_checkpoint.py hf-to-orbax: the backbone from its params, the
-  projector from its HF-named extra weights 'model.audio_projection.*') or a training run's checkpoints
-  directory (e.g. the previous stage's; its newest step: all parameters), or one step directory of either.
+  path: a converted checkpoint (tools/convert_checkpoint.py hf-to-orbax) or a training run's checkpoints
+  directory (e.g. the previous stage's; its newest step), or one step directory of either: all parameters
+  come from its params, the audio projector included when it has one.
   abstract_params: the train state's parameter pure dict of sharded ShapeDtypeStructs; fresh_params: the
-  freshly initialised parameters, kept (with a warning) for a projector the checkpoint does not have;
-  model_cfg: cfg.model. Raises ValueError listing every parameter the checkpoint lacks or has in another shape.
+  freshly initialised parameters, kept (with a warning) for a projector the checkpoint does not have.
+  Raises ValueError listing every parameter the checkpoint lacks or has in another shape.
   """
   try:
     orbax_io.read_metadata(path)
@@ -133,27 +128,14 @@ def restore_params(path: str, abstract_params: dict, fresh_params: dict, model_c
                      "expand-vocab)")
   params = orbax_io.restore(path, {"params": target})["params"]
   if PROJECTOR in abstract_params and not has_projector:
-    params[PROJECTOR] = _projector_from_extra(path, model_cfg.audio_projector, abstract_params[PROJECTOR],
-                                              fresh_params[PROJECTOR])
+    log.warning("train.init_from=%s has no audio projector weights (params/%s); the projector keeps its fresh "
+                "initialisation", path, PROJECTOR)
+    params[PROJECTOR] = fresh_params[PROJECTOR]
   elif has_projector and PROJECTOR not in abstract_params:
     log.warning("train.init_from=%s has audio projector weights, but model.audio_projector is not configured; "
                 "they are not used", path)
   log.info("initialised parameters from %s", orbax_io.resolve_step(path))
   return params
-
-
-def _projector_from_extra(path: str, projector_cfg: ml_collections.ConfigDict, abstract: dict, fresh: dict) -> dict:
-  """The projector from a converted checkpoint's extra weights (HF names), or `fresh` if it has none."""
-  tensors = orbax_io.load_extra(path, prefix=PROJECTOR_HF_PREFIX)
-  if not tensors:
-    log.warning("train.init_from=%s has no audio projector weights (neither params/%s nor extra %s*); the "
-                "projector keeps its fresh initialisation", path, PROJECTOR, PROJECTOR_HF_PREFIX)
-    return fresh
-  module = speech_in.abstract(AudioProjector, projector_cfg)
-  speech_in.load_projector(module, tensors)
-  log.info("audio projector from %s's extra weights %s*", path, PROJECTOR_HF_PREFIX)
-  values = nnx.to_pure_dict(nnx.state(module, nnx.Param))
-  return jax.tree.map(lambda v, a: jax.device_put(jnp.asarray(v, a.dtype), a.sharding), values, abstract)
 
 
 class PreemptionFlag:

@@ -51,7 +51,7 @@ def init_state(cfg: ml_collections.ConfigDict, trainer: train_step.Trainer) -> d
   state = trainer.init()
   if cfg.train.init_from:
     state["params"] = checkpointing.restore_params(cfg.train.init_from, trainer.abstract_state["params"],
-                                                   state["params"], cfg.model)
+                                                   state["params"])
   return state
 
 

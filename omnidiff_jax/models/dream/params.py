@@ -104,8 +104,8 @@ def load_backbone(model, get_tensor: Callable[[str], np.ndarray]) -> None:
     variables[path].set_value(jax.device_put(value.astype(target.dtype), target.sharding))
 
 
-# Omni-Diffusion weights outside the backbone (SenseVoice audio encoder, audio projector): carried through
-# conversion unchanged, under their HF names.
+# Omni-Diffusion weights outside the backbone: the audio projector (converted into params/audio_projection) and
+# the SenseVoice audio encoder (carried through conversion unchanged, under its HF names).
 EXTRA_PREFIXES = ("model.audio_model.", "model.audio_projection.")
 
 

@@ -99,7 +99,8 @@ def load_speech_decoder(cfg, ckpt_dir: str):
   for name, model in (("flow", flow), ("hift", hift)):
     path = os.path.join(ckpt_dir, f"{name}.safetensors")
     if not os.path.exists(path):
-      raise FileNotFoundError(f"{path} not found: run `python tools/speech_decode.py convert` on flow.pt/hift.pt")
+      raise FileNotFoundError(f"{path} not found: run `python tools/convert_checkpoint.py speech-decoder` on "
+                              "flow.pt/hift.pt")
     load_state(model, safetensors.numpy.load_file(path), path)
   return flow, hift
 
