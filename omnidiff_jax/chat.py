@@ -23,23 +23,14 @@ from typing import Sequence
 import numpy as np
 import tokenizers
 
+from omnidiff_jax import tasks
 from omnidiff_jax.vocab import VocabLayout
 
 IMAGE_TAG, AUDIO_TAG = "<|image|>", "<|audio|>"
 _PLACEHOLDER = re.compile(r"(<\|image\|>|<\|audio\|>)")
 
 # task -> (system prompt, user template, assistant template); {text} is the task input, {answer} the reply.
-TASKS = {
-    "asr": (None, "Convert the speech to text.\n<|audio|>", "{answer}"),
-    "tts": (None, "Convert the text to speech.\n{text}", "<|audio|>"),
-    "t2i": (None, "Generate an image based on the provided text description.\n{text}", "<|image|>"),
-    "s2i": ("Please generate an image based on the input audio.", "<|audio|>", "<|image|>"),
-    "vqa": (None, "{text}\n<|image|>", "{answer}"),
-    "svqa": ("Please response the input audio based on the given image.", "<|audio|>\n<|image|>",
-             "{answer}\n<|audio|>"),
-    # Upstream gives only the system prompt for SQA; the reply is assumed to be text then speech, as in SVQA.
-    "sqa": ("Please response the input audio.", "<|audio|>", "{answer}\n<|audio|>"),
-}
+TASKS = tasks.LiveMapping(lambda: {spec.name: spec.chat for spec in tasks.specs()})
 
 
 def task_messages(task: str, text: str = "", answer: str | None = None) -> list[dict[str, str]]:

@@ -14,6 +14,7 @@ SPEECH_A = RNG.integers(0, LAYOUT.num_audio_codes, 11).tolist()
 
 # task -> (text, answer, images, user audio slot counts, assistant speech codes)
 CASES = {
+    "text": ("Name a red fruit.", "an apple", [], [], []),
     "asr": ("", "the quick brown fox", [], [7], []),
     "tts": ("a red bus at night", "", [], [], [SPEECH_A]),
     "t2i": ("a red bus at night", "", [IMG_A], [], []),

@@ -6,6 +6,7 @@ import PIL.Image
 import pytest
 import soundfile
 
+from omnidiff_jax import tasks
 from omnidiff_jax.data import manifest, media
 from omnidiff_jax.data.encode import SampleEncoder
 from omnidiff_jax.data.errors import BadInputError, BadInputPolicy, BadSample
@@ -102,6 +103,7 @@ GOOD = {
 GOOD_TASKS = {"text": "text", "asr_file": "asr", "asr_features": "asr", "tts_codes_json": "tts", "t2i_file": "t2i",
               "vqa_inline": "vqa", "svqa": "svqa"}
 
+ASR, TTS, T2I = (tasks.get(name).chat[1].format(text="hi") for name in ("asr", "tts", "t2i"))
 # name -> (manifest line, substring of the reason)
 BAD = {
     "invalid_json": ('{"messages": [', "invalid JSON"),
@@ -117,20 +119,24 @@ BAD = {
     "audio_count": (json.dumps({"messages": _msgs("hello"), "audios": ["ok.wav"]}),
                     "0 <|audio|> placeholder(s) in the messages but 1 audios"),
     "bad_task": (json.dumps({"messages": _msgs("hi"), "task": "dance"}), "task 'dance' is not one of"),
+    "no_task_fits": (json.dumps({"messages": _msgs("hi", "<|image|> <|audio|>"), "images": [{"codes": [1] * 256}],
+                                 "audios": [{"codes": [1]}]}), "cannot infer the task: no task has"),
+    "prompt_missing": (json.dumps({"messages": _msgs("What did they say?\n<|audio|>"), "audios": ["ok.wav"]}),
+                       "fit ['asr'], but the user turn lacks their prompt text"),
     "media_key": (json.dumps({"messages": _msgs("<|audio|>"), "audios": [{"file": "ok.wav"}]}), "keys must be among"),
     "missing_image": (json.dumps({"messages": _msgs("<|image|>"), "images": ["nope.png"]}), "file not found"),
     "corrupt_image": (json.dumps({"messages": _msgs("<|image|>"), "images": ["corrupt.png"]}), "cannot decode"),
-    "missing_audio": (json.dumps({"messages": _msgs("<|audio|>"), "audios": ["nope.wav"]}), "file not found"),
-    "corrupt_audio": (json.dumps({"messages": _msgs("<|audio|>"), "audios": ["corrupt.wav"]}), "cannot decode"),
-    "empty_audio": (json.dumps({"messages": _msgs("<|audio|>"), "audios": ["empty.wav"]}), "no samples"),
-    "nan_audio": (json.dumps({"messages": _msgs("<|audio|>"), "audios": ["nan.wav"]}), "NaN or Inf"),
+    "missing_audio": (json.dumps({"messages": _msgs(ASR), "audios": ["nope.wav"]}), "file not found"),
+    "corrupt_audio": (json.dumps({"messages": _msgs(ASR), "audios": ["corrupt.wav"]}), "cannot decode"),
+    "empty_audio": (json.dumps({"messages": _msgs(ASR), "audios": ["empty.wav"]}), "no samples"),
+    "nan_audio": (json.dumps({"messages": _msgs(ASR), "audios": ["nan.wav"]}), "NaN or Inf"),
     "codes_range": (json.dumps({"messages": _msgs("<|image|>"), "images": [{"codes": [999] * 1024}]}),
                     "codes must lie in [0, 32)"),
-    "codes_count": (json.dumps({"messages": _msgs("hi", "<|image|>"), "images": [{"codes": [1] * 1024}]}),
+    "codes_count": (json.dumps({"messages": _msgs(T2I, "<|image|>"), "images": [{"codes": [1] * 1024}]}),
                     "expected 256 codes, got 1024"),
-    "codes_file_missing": (json.dumps({"messages": _msgs("hi", "<|audio|>"), "audios": [{"codes": "x.npy"}]}),
+    "codes_file_missing": (json.dumps({"messages": _msgs(TTS, "<|audio|>"), "audios": [{"codes": "x.npy"}]}),
                            "file not found"),
-    "features_dim": (json.dumps({"messages": _msgs("<|audio|>"), "audios": [{"features": "feats_bad_dim.npy"}]}),
+    "features_dim": (json.dumps({"messages": _msgs(ASR), "audios": [{"features": "feats_bad_dim.npy"}]}),
                      f"expected features of shape (T > 0, {FEATURE_DIM})"),
 }
 

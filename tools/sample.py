@@ -186,6 +186,7 @@ def main(argv):
   del argv
   import numpy as np
 
+  from omnidiff_jax import tasks
   from omnidiff_jax.sampling import PRESETS, inputs, split_outputs
   from omnidiff_jax.vocab import VocabLayout
 
@@ -216,7 +217,7 @@ def main(argv):
   print(f"task {_TASK.value}: {tokens.shape[0]} x {tokens.shape[1]} tokens in {seconds:.2f} s (incl. inputs and "
         f"compile), {int(result.steps)} steps, {int(result.full_forwards)} full + {int(result.cached_forwards)} "
         f"cached forwards; {sampler_cfg}", file=sys.stderr)
-  modalities = PRESETS[_TASK.value].output.split("+")
+  modalities = tasks.presets()[_TASK.value][0].output.split("+")
   rows = [{"prompt": prompt, "tokens": row.tolist(),
            **{k: v.tolist() for k, v in split_outputs(row, vocab).items() if k in modalities}}
           for prompt, row in zip(prompts, tokens)]

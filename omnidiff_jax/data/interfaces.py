@@ -11,9 +11,10 @@ from typing import Any, Protocol, Sequence
 
 import numpy as np
 
-# Task ids (same order as omnidiff_jax.training.batch.TASKS; upstream logs loss_tqa, loss_asr, ...).
-# Image captioning is an image -> text task and uses the 'vqa' id.
-TASKS = ("text", "asr", "tts", "t2i", "s2i", "svqa", "sqa", "vqa")
+from omnidiff_jax import tasks
+
+# Task names in id order (omnidiff_jax.tasks; a live view). Image captioning uses the 'vqa' id.
+TASKS = tasks.NAMES
 IGNORE_ID = -100  # label of positions that are not targets (HF ignore_index)
 IMAGE_PLACEHOLDER = "<|image|>"
 AUDIO_PLACEHOLDER = "<|audio|>"

@@ -6,7 +6,8 @@ One JSON object per line:
                 {"role": "assistant", "content": "hello world"}],
    "audios": ["wavs/a.wav"],                      # one entry per <|audio|>, in order
    "images": [],                                  # one entry per <|image|>, in order
-   "task": "asr"}                                 # optional, else inferred (see infer_task)
+   "task": "asr"}                                 # optional, else inferred (see infer_task; an error if
+                                                  # no single task fits)
 
 A media entry is a path (relative paths are resolved against `media_root`, by default the manifest's
 directory) or an object with any of:
@@ -25,6 +26,7 @@ import json
 import os
 from typing import Iterator
 
+from omnidiff_jax import tasks
 from omnidiff_jax.data.errors import BadInputPolicy, BadSample
 from omnidiff_jax.data.interfaces import (AUDIO_PLACEHOLDER, IMAGE_PLACEHOLDER, ROLES, TASKS, MediaItem,
                                           Record)
@@ -34,19 +36,28 @@ RECORD_KEYS = ("messages", "audios", "images", "task", "id")
 
 
 def infer_task(messages: list[dict[str, str]], images: list[MediaItem], audios: list[MediaItem]) -> str:
-  """Task id name from the media roles (upstream tags tasks by their prompt strings)."""
-  user_audio = any(a.role == "user" for a in audios)
-  user_image = any(i.role == "user" for i in images)
-  if any(i.role == "assistant" for i in images):
-    return "s2i" if user_audio else "t2i"
-  if user_audio and user_image:
-    return "svqa"
-  if user_audio:
-    first_user = next((m["content"] for m in messages if m["role"] == "user"), "")
-    return "asr" if first_user.startswith("Convert the speech to text.") else "sqa"
-  if any(a.role == "assistant" for a in audios):
-    return "tts"
-  return "vqa" if user_image else "text"
+  """The one registered task (omnidiff_jax.tasks) whose media match the line's (user turn / reply media, from
+  the placeholders' roles) and whose user template's fixed text (e.g. 'Convert the speech to text.') the
+  first user turn holds, as upstream tags tasks by their prompt strings. Raises BadSample if none or several do."""
+  def media(role: str) -> frozenset[str]:
+    return frozenset(kind for kind, items in (("image", images), ("audio", audios))
+                     if any(item.role == role for item in items))
+
+  signature = (media("user"), media("assistant"))
+  first_user = next((m["content"] for m in messages if m["role"] == "user"), "")
+  same_media = [spec for spec in tasks.specs() if spec.media() == signature]
+  matches = [spec.name for spec in same_media if spec.prompt_matches(first_user)]
+  if len(matches) == 1:
+    return matches[0]
+  described = f"user media {sorted(signature[0])}, reply media {sorted(signature[1])}"
+  if not same_media:
+    problem = f"no task has {described}"
+  elif not matches:
+    problem = (f"{described} fit {[s.name for s in same_media]}, but the user turn lacks their prompt text "
+               f"({'; '.join(repr(s.chat[1]) for s in same_media)})")
+  else:
+    problem = f"{described} and the user turn fit several tasks {matches}"
+  raise BadSample(f"cannot infer the task: {problem}; add \"task\": one of {tasks.names()}")
 
 
 def _media_item(entry, kind: str, index: int, media_root: str) -> MediaItem:

@@ -16,6 +16,8 @@ import os
 
 import ml_collections
 
+from omnidiff_jax import tasks
+
 # source name -> default weight (thousands of samples, Table 4).
 SOURCE_SIZES_K = {
     "text": 670,       # Tulu 3 SFT mixture
@@ -33,12 +35,12 @@ STAGE_SOURCES = {
     2: ("t2i", "caption", "text", "asr", "tts", "sqa", "vqa"),
     3: ("svqa", "s2i", "sqa", "vqa"),
 }
+# The task of each source (TaskSpec.sources; for per-task losses and the synthetic stand-in): captioning is a
+# VQA-shaped task.
+SOURCE_TASKS = tasks.LiveMapping(lambda: {source: spec.name for spec in tasks.specs() for source in spec.sources})
 # Sources whose samples carry user speech (feature rows); the others never do.
-USER_SPEECH_SOURCES = ("asr", "sqa", "svqa", "s2i")
-
-
-# The task of each source (for per-task losses and the synthetic stand-in); captioning is a VQA-shaped task.
-SOURCE_TASKS = {name: ("vqa" if name == "caption" else name) for name in SOURCE_SIZES_K}
+USER_SPEECH_SOURCES = tasks.LiveSequence(
+    lambda: tuple(source for spec in tasks.specs() if spec.takes_user_speech for source in spec.sources))
 
 
 def task_mixture(stage: int) -> dict[str, float]:

@@ -19,13 +19,13 @@ import grain
 import ml_collections
 import numpy as np
 
+from omnidiff_jax import tasks
 from omnidiff_jax.data.interfaces import IGNORE_ID, TASKS
 from omnidiff_jax.vocab import VocabLayout
 
-# Input and output modality of each task (svqa's text part is left out: speech in, speech out).
-TASK_MODALITIES = {"text": ("text", "text"), "asr": ("audio", "text"), "tts": ("text", "audio"),
-                   "t2i": ("text", "image"), "s2i": ("audio", "image"), "svqa": ("audio", "audio"),
-                   "sqa": ("audio", "text"), "vqa": ("image", "text")}
+# (input, output) modality of each task's stand-in samples: its first input and last output modality (svqa and
+# sqa: speech in, speech out; their text part is left out).
+TASK_MODALITIES = tasks.LiveMapping(lambda: {s.name: (s.inputs[0], s.outputs[-1]) for s in tasks.specs()})
 # Stand-ins for the BPE pieces "user", "assistant" and "\n".
 USER_ID, ASSISTANT_ID, NEWLINE_ID = 1, 2, 3
 FIRST_CONTENT_TEXT_ID = 10

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Sequence
 import numpy as np
 import tokenizers
 
-from omnidiff_jax import chat
+from omnidiff_jax import chat, tasks
 from omnidiff_jax.sampling import api, presets
 from omnidiff_jax.vocab import VocabLayout
 
@@ -38,16 +38,14 @@ if TYPE_CHECKING:
   from omnidiff_jax.models.speech_in.frontend import SenseVoiceFrontend
   from omnidiff_jax.models.speech_in.sensevoice import SenseVoiceEncoder
 
-# The inputs each task takes (one of each per batch row).
-TASK_INPUTS = {"t2i": ("text",), "tts": ("text",), "tts_eval": ("text",), "vqa": ("text", "image"),
-               "mme": ("text", "image"), "asr": ("wav",), "asr_eval": ("wav",), "s2i": ("wav",),
-               "svqa": ("wav", "image")}
-# Sampling presets -> the omnidiff_jax.chat template they use.
-CHAT_TASKS = {"t2i": "t2i", "tts": "tts", "tts_eval": "tts", "vqa": "vqa", "mme": "vqa", "asr": "asr",
-              "asr_eval": "asr", "s2i": "s2i", "svqa": "svqa"}
+# Per preset (omnidiff_jax.tasks; live views): the inputs it takes (one of each per batch row) and the
+# omnidiff_jax.chat template (task) it uses.
+TASK_INPUTS = tasks.LiveMapping(lambda: {name: spec.inference_inputs for name, (spec, _) in tasks.presets().items()})
+CHAT_TASKS = tasks.LiveMapping(lambda: {name: spec.name for name, (spec, _) in tasks.presets().items()})
 # User turns where upstream's inference (tools/inference.py run_infer: message + "\n<|audio|>", message "" for
 # S2I) differs from the training template (omnidiff_jax.chat.TASKS).
-INFERENCE_USER_TURNS = {"s2i": "\n<|audio|>"}
+INFERENCE_USER_TURNS = tasks.LiveMapping(
+    lambda: {spec.name: spec.inference_user for spec in tasks.specs() if spec.inference_user is not None})
 
 
 def check_inputs(task: str, texts: Sequence[str] | None = None, images: Sequence[str] | None = None,
@@ -179,14 +177,19 @@ class Prompts:
 
 
 def _messages(task: str, text: str = "") -> list[dict[str, str]]:
-  messages = chat.task_messages(CHAT_TASKS[task], text)
-  if task in INFERENCE_USER_TURNS:
-    messages[-1] = dict(role="user", content=INFERENCE_USER_TURNS[task])
+  chat_task = CHAT_TASKS[task]
+  messages = chat.task_messages(chat_task, text)
+  if chat_task in INFERENCE_USER_TURNS:
+    messages[-1] = dict(role="user", content=INFERENCE_USER_TURNS[chat_task])
   return messages
 
 
 def uncond_prompt(task: str, vocab: VocabLayout, tokenizer: tokenizers.Tokenizer) -> np.ndarray:
-  """CFG unconditional prompt ids (Pu,): the task's system turn, an empty user turn, the generation prompt."""
+  """CFG unconditional prompt ids (Pu,) of a preset, by its uncond rule (tasks.UNCOND_RULES): 'empty_user' is
+  the task's system turn, an empty user turn and the generation prompt."""
+  rule = presets.PRESETS[task].uncond
+  if rule != "empty_user":
+    raise ValueError(f"preset {task!r} has no rule for a CFG unconditional prompt (uncond={rule!r})")
   messages = _messages(task)[:-1] + [dict(role="user", content="")]
   return chat.build_chat(messages, vocab, tokenizer, add_generation_prompt=True, join_role_line=True).ids
 

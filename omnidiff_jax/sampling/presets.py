@@ -1,76 +1,17 @@
-"""Per-task sampler defaults from upstream's inference and eval scripts (reference notes section 4.3), the
-task-level generate(), and the split of a filled region into text ids / image codes / speech codes.
-
-All tasks use temperature 0 and top-p 0.9. Region lengths and steps:
-  t2i, s2i: 260 / 260     svqa: 128 / 128     vqa: 64 / 64     mme: 8 / 8
-  tts, asr (demo): 50 / 25
-  tts_eval: int(3.5 * text tokens) / half     asr_eval: int(0.2 * prompt length) / half, one block
-"""
+"""The task-level sampler: a preset's defaults (omnidiff_jax.tasks: region-length rule, steps, penalties, CFG),
+generate_task(), and the split of a filled region into text ids / image codes / speech codes."""
 from __future__ import annotations
-
-import dataclasses
-from typing import Callable
 
 import numpy as np
 
+from omnidiff_jax import tasks
 from omnidiff_jax.sampling import api
 from omnidiff_jax.sampling.schedule import SamplerConfig
 from omnidiff_jax.vocab import VocabLayout
 
 IMAGE_TOKENS = 256  # 16 x 16 MAGVIT-v2 codes of a 256 px image
-
-
-@dataclasses.dataclass(frozen=True)
-class TaskPreset:
-  """prompt: upstream's user turn (ChatML-wrapped by the prompt builder); output: 'image', 'speech', 'text'
-  or 'text+speech'; region_len(prompt_len, text_len) and steps(region_len) give the lengths; sampler: the
-  remaining SamplerConfig fields; uncond: how upstream builds the CFG prompt (None = no CFG)."""
-  prompt: str
-  output: str
-  region_len: Callable[[int, int | None], int]
-  steps: Callable[[int], int]
-  sampler: dict
-  uncond: str | None = None
-
-
-def _fixed(n: int) -> Callable[[int, int | None], int]:
-  return lambda prompt_len, text_len: n
-
-
-def _tts_eval_len(prompt_len: int, text_len: int | None) -> int:
-  if text_len is None:
-    raise ValueError("task 'tts_eval' needs text_len (tokens of the text to speak): region = int(3.5 * text_len)")
-  return int(3.5 * text_len)
-
-
-_SAME = lambda n: n  # noqa: E731
-_HALF = lambda n: max(n // 2, 1)  # noqa: E731
-_GREEDY = dict(temperature=0.0, top_p=0.9)
-
-PRESETS: dict[str, TaskPreset] = {
-    "t2i": TaskPreset(
-        "Generate an image based on the provided text description.\n{caption}", "image", _fixed(260), _SAME,
-        dict(_GREEDY, alg="entropy-penalty", repetition_penalty=1.2, position_penalty=2.0)),
-    "s2i": TaskPreset(
-        "system: Please generate an image based on the input audio.; user: <|audio|>", "image", _fixed(260),
-        _SAME, dict(_GREEDY, alg="entropy-penalty", repetition_penalty=1.5, position_penalty=2.0, cfg_scale=2.0),
-        uncond="the system turn with an empty user turn"),
-    "svqa": TaskPreset(
-        "system: Please response the input audio based on the given image.; user: <|audio|>\n<|image|>",
-        "text+speech", _fixed(128), _SAME,
-        dict(_GREEDY, alg="entropy-penalty", repetition_penalty=1.2, boa_fraction=0.2)),
-    "vqa": TaskPreset("{question}\n<|image|>", "text", _fixed(64), _SAME, dict(_GREEDY, alg="entropy")),
-    "mme": TaskPreset("{question}\n<|image|>", "text", _fixed(8), _SAME, dict(_GREEDY, alg="entropy")),
-    "tts": TaskPreset("Convert the text to speech.\n{text}", "speech", _fixed(50), _HALF,
-                      dict(_GREEDY, alg="entropy")),
-    "tts_eval": TaskPreset("Convert the text to speech.\n{text}", "speech", _tts_eval_len, _HALF,
-                           dict(_GREEDY, alg="entropy-penalty", repetition_penalty=1.2)),
-    "asr": TaskPreset("Convert the speech to text.\n<|audio|>", "text", _fixed(50), _HALF,
-                      dict(_GREEDY, alg="entropy")),
-    "asr_eval": TaskPreset("Convert the speech to text.\n<|audio|>", "text",
-                           lambda prompt_len, text_len: max(int(0.2 * prompt_len), 1), _HALF,
-                           dict(_GREEDY, alg="entropy", block_size="region")),
-}
+# Preset name -> tasks.Preset, over all registered tasks (a live view).
+PRESETS = tasks.LiveMapping(lambda: {name: preset for name, (_, preset) in tasks.presets().items()})
 
 
 def task_config(task: str, prompt_len: int, text_len: int | None = None, **overrides
