@@ -63,10 +63,12 @@ def _eval_cfg(mme_root, settings, batch_size=4):
   return cfg
 
 
-def _context(backbone_cfg, vocab_and_tokenizer, mesh, cfg):
+def _context(backbone_cfg, vocab_and_tokenizer, mesh, cfg, image_tokenizer=None):
   vocab, tokenizer = vocab_and_tokenizer
-  model = sharding.create_model(backbone_cfg.model, mesh, seed=0)
-  return Context(model, vocab, tokenizer, cfg.networks)
+  ctx = Context(sharding.create_model(backbone_cfg.model, mesh, seed=0), vocab, tokenizer, cfg.networks)
+  if image_tokenizer is not None:
+    ctx.image_tokenizer = image_tokenizer  # the same random MAGVIT-v2 (saves rebuilding it)
+  return ctx
 
 
 def _mesh(shape):
@@ -87,12 +89,16 @@ def _records(workdir):
   return out
 
 
-@pytest.mark.filterwarnings("ignore:no MAGVIT-v2 weights")
-def test_two_setting_sweep_writes_table_and_plots_and_resumes(tmp_path, monkeypatch, mme_root, backbone_cfg,
-                                                              vocab_and_tokenizer):
+@pytest.fixture(scope="module")
+def killed_then_resumed(tmp_path_factory, mme_root, backbone_cfg, vocab_and_tokenizer):
+  """A two-setting sweep on one device killed after three of its four cells, then run again. Returns the
+  workdir, the table rows, the files of the cells finished before the kill, the cells run after it, the context."""
+  workdir = tmp_path_factory.mktemp("sweep")
   cfg = _eval_cfg(mme_root, [dict(name="steps4", steps=4), dict()])
-  ctx = _context(backbone_cfg, vocab_and_tokenizer, _mesh((1, 1, 1)), cfg)
   mesh = _mesh((1, 1, 1))
+  with pytest.warns(UserWarning, match="no MAGVIT-v2 weights"):
+    ctx = _context(backbone_cfg, vocab_and_tokenizer, mesh, cfg)
+    ctx.image_tokenizer
   calls = []
   real_generate = generate.generate
 
@@ -102,20 +108,28 @@ def test_two_setting_sweep_writes_table_and_plots_and_resumes(tmp_path, monkeypa
     calls.append(kwargs)
     return real_generate(*args, **kwargs)
 
-  monkeypatch.setattr(generate, "generate", killed_after_three_cells)
-  with pytest.raises(KeyboardInterrupt):
-    runner.sweep(cfg, ctx, mesh, str(tmp_path))
-  done = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*.done.json"))
-  assert done == ["mme/default/shard_00000.done.json", "mme/steps4/shard_00000.done.json",
-                  "mme/steps4/shard_00001.done.json"]
-  before = {p: p.read_bytes() for p in tmp_path.rglob("shard_*.jsonl")}
-  assert not (tmp_path / "results.md").exists()
+  with pytest.MonkeyPatch.context() as patch:
+    patch.setattr(generate, "generate", killed_after_three_cells)
+    with pytest.raises(KeyboardInterrupt):
+      runner.sweep(cfg, ctx, mesh, str(workdir))
+    assert not (workdir / "results.md").exists()
+    before = {p.relative_to(workdir).as_posix(): p.read_bytes() for p in workdir.rglob("shard_*")}
+    calls.clear()
+    rows = runner.sweep(cfg, ctx, mesh, str(workdir))
+  return workdir, rows, before, len(calls), ctx
 
-  calls.clear()
-  rows = runner.sweep(cfg, ctx, mesh, str(tmp_path))
-  assert len(calls) == 1  # only the unfinished cell ran
-  assert all(p.read_bytes() == data for p, data in before.items())
-  records = _records(tmp_path)
+
+def test_killed_sweep_resumes_without_recomputing_finished_cells(killed_then_resumed):
+  workdir, _, before, cells_run_after, _ = killed_then_resumed
+  assert sorted(p for p in before if p.endswith(".done.json")) == [
+      "mme/default/shard_00000.done.json", "mme/steps4/shard_00000.done.json", "mme/steps4/shard_00001.done.json"]
+  assert cells_run_after == 1  # only the unfinished cell ran
+  assert all((workdir / p).read_bytes() == data for p, data in before.items())
+
+
+def test_two_setting_sweep_writes_records_table_and_plots(killed_then_resumed):
+  workdir, rows, _, _, _ = killed_then_resumed
+  records = _records(workdir)
   assert len(records) == 16 and all(not r["failed"] for r in records.values())
   steps4 = records[("steps4", "existence/00001")]
   assert steps4["settings"]["steps"] == 4 and steps4["region_len"] == 8 and len(steps4["tokens"]) == 8
@@ -129,18 +143,17 @@ def test_two_setting_sweep_writes_table_and_plots_and_resumes(tmp_path, monkeypa
     assert row["value"] == pytest.approx(row["metrics"]["existence/score"] + row["metrics"]["color/score"])
     assert row["tokens_per_s"] > 0 and row["compile_s"] > 0
   for name in ("results.json", "results.csv", "results.md", "quality_vs_steps.png", "quality_vs_tokens_per_s.png"):
-    assert (tmp_path / name).stat().st_size > 0, name
-  assert "| mme | default | perception |" in (tmp_path / "results.md").read_text()
+    assert (workdir / name).stat().st_size > 0, name
+  assert "| mme | default | perception |" in (workdir / "results.md").read_text()
 
 
-@pytest.mark.filterwarnings("ignore:no MAGVIT-v2 weights")
-def test_eight_devices_give_the_same_outputs_as_one(tmp_path, mme_root, backbone_cfg, vocab_and_tokenizer):
+def test_eight_devices_give_the_same_outputs_as_one(tmp_path, mme_root, backbone_cfg, vocab_and_tokenizer,
+                                                    killed_then_resumed):
+  one_device_dir, _, _, _, one_device_ctx = killed_then_resumed
   cfg = _eval_cfg(mme_root, [dict()], batch_size=4)
-  outputs = {}
-  for shape in ((1, 1, 1), (2, 4, 1)):
-    mesh = _mesh(shape)
-    workdir = tmp_path / "x".join(map(str, shape))
-    runner.sweep(cfg, _context(backbone_cfg, vocab_and_tokenizer, mesh, cfg), mesh, str(workdir))
-    outputs[shape] = {k: (r["tokens"], r["output"]) for k, r in _records(workdir).items()}
-  assert len(outputs[(1, 1, 1)]) == 8
-  assert outputs[(2, 4, 1)] == outputs[(1, 1, 1)]
+  mesh = _mesh((2, 4, 1))
+  ctx = _context(backbone_cfg, vocab_and_tokenizer, mesh, cfg, one_device_ctx.image_tokenizer)
+  runner.sweep(cfg, ctx, mesh, str(tmp_path))
+  eight = {k: (r["tokens"], r["output"]) for k, r in _records(tmp_path).items()}
+  one = {k: (r["tokens"], r["output"]) for k, r in _records(one_device_dir).items() if k[0] == "default"}
+  assert len(one) == 8 and eight == one
