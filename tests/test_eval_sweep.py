@@ -5,10 +5,9 @@ import os
 
 import jax
 import ml_collections
-import numpy as np
 import pytest
-from PIL import Image
 
+import eval_fakes
 import tiny_tokenizer
 from configs import tiny
 from configs.eval.common import base_config
@@ -24,20 +23,7 @@ VOCAB = dict(text_size=400, num_specials=cfglib.NUM_OMNI_SPECIALS, num_audio_cod
 
 @pytest.fixture(scope="module")
 def mme_root(tmp_path_factory):
-  """Two subtasks x two images x two questions, upstream's MME layout, 8 px images."""
-  root = tmp_path_factory.mktemp("mme")
-  results = root / "eval_tool" / "Your_Results"
-  results.mkdir(parents=True)
-  rng = np.random.default_rng(0)
-  for subtask in ("existence", "color"):
-    lines = []
-    for image in ("a.png", "b.png"):
-      path = root / "images" / subtask / image
-      path.parent.mkdir(parents=True, exist_ok=True)
-      Image.fromarray(rng.integers(0, 255, (8, 8, 3), np.uint8)).save(path)
-      lines += [f"{image}\tIs there a red bus?\tYes\n", f"{image}\tIs the dog brown?\tNo\n"]
-    (results / f"{subtask}.txt").write_text("".join(lines))
-  return root
+  return eval_fakes.make_mme(tmp_path_factory.mktemp("mme"))
 
 
 @pytest.fixture(scope="module")

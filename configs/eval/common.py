@@ -13,6 +13,7 @@
                    except clip_path / whisper_path, which must be local transformers directories
   settings         the sampler grid (runner.py: SamplerConfig fields, steps_fraction, region_len, name);
                    [{}] = each preset's upstream settings, named 'default'
+  distributed      jax.distributed settings (as training's: empty coordinator_address = auto-detect or one process)
   benchmarks       name -> section with kind (evaluators.KINDS), reader fields, optional preset / limit /
                    settings (own grid) / paper (a number for 'default', or {setting name: number})
 """
@@ -34,6 +35,8 @@ def base_config() -> ml_collections.ConfigDict:
       magvit_config="configs/magvit.py", magvit="", speech_in_config="configs/sensevoice.py", sensevoice="",
       cmvn="", speech_decoder_config="configs/speech_decoder.py", speech_decoder="", clip_path="",
       whisper_path=""))
+  cfg.distributed = ml_collections.ConfigDict(dict(
+      coordinator_address="", num_processes=1, process_id=0, cpu_collectives="gloo"))
   cfg.settings = [{}]
   cfg.benchmarks = ml_collections.ConfigDict()
   return cfg

@@ -16,13 +16,16 @@ COLUMNS = ("benchmark", "setting", "metric", "value", "paper", "samples", "failu
            "compile_s", "sampler_s", "complete")
 
 
-def _paper(section: ml_collections.ConfigDict, setting: str) -> float | None:
-  """The paper's number for a setting: benchmarks.<name>.paper is a number (the default setting's) or a
-  {setting name: number} dict."""
+def paper_numbers(section: ml_collections.ConfigDict, setting: str, metric: str) -> dict[str, float]:
+  """The paper's numbers for a setting, by metric key. benchmarks.<name>.paper is a number (the headline metric
+  of the 'default' setting), or {setting name: number (the headline metric) or {metric key: number}}."""
   paper = section.get("paper")
   if isinstance(paper, (int, float)):
-    return float(paper) if setting == "default" else None
-  return dict(paper).get(setting) if paper else None
+    return {metric: float(paper)} if setting == "default" else {}
+  value = dict(paper).get(setting) if paper else None
+  if value is None:
+    return {}
+  return {metric: float(value)} if isinstance(value, (int, float)) else {k: float(v) for k, v in dict(value).items()}
 
 
 def summarize(workdir: str, evaluators: dict, cfg: ml_collections.ConfigDict) -> list[dict[str, Any]]:
@@ -45,9 +48,10 @@ def summarize(workdir: str, evaluators: dict, cfg: ml_collections.ConfigDict) ->
       run_s = sampler_s - compile_s
       steps = [r["settings"]["steps"] for r in records if r.get("settings")]
       total = math.ceil(len(evaluator.samples()) / cfg.shard_size)
+      paper = paper_numbers(cfg.benchmarks[name], setting, evaluator.metric)
       rows.append(dict(
           benchmark=name, setting=setting, metric=evaluator.metric, value=metrics[evaluator.metric],
-          lower_is_better=evaluator.lower_is_better, paper=_paper(cfg.benchmarks[name], setting),
+          lower_is_better=evaluator.lower_is_better, paper=paper.get(evaluator.metric), paper_metrics=paper,
           samples=len(records), failures=sum(r["failed"] for r in records),
           steps=float(np.mean(steps)) if steps else float("nan"),
           tokens_per_s=sum(s["region_tokens"] for s in summaries) / run_s if run_s > 0 else float("nan"),

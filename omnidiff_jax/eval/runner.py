@@ -189,13 +189,25 @@ def _write_atomic(path: str, text: str) -> None:
   os.replace(path + ".tmp", path)
 
 
-def make_evaluators(cfg: ml_collections.ConfigDict, ctx: Context) -> dict[str, Evaluator]:
-  """{benchmark name: evaluator} of cfg.benchmarks (each a section with 'kind' and its reader fields)."""
-  out = {}
+def check_config(cfg: ml_collections.ConfigDict) -> None:
+  """Checks every benchmark's kind, reader fields and settings before anything is loaded; raises ValueError
+  naming the config field to set."""
   for name, section in cfg.benchmarks.items():
     if section.get("kind") not in KINDS:
       raise ValueError(f"benchmarks.{name}.kind is {section.get('kind')!r}; choose one of {sorted(KINDS)}")
-    out[name] = KINDS[section.kind](section, ctx)
+    groups = KINDS[section.kind].sources
+    if groups and not any(all(section.get(f) for f in group) for group in groups):
+      wanted = " or ".join(" + ".join(f"benchmarks.{name}.{f}" for f in group) for group in groups)
+      raise ValueError(f"benchmark {name}: set {wanted} (now empty)")
+    check_settings(section.get("settings") or cfg.settings)
+
+
+def make_evaluators(cfg: ml_collections.ConfigDict, ctx: Context) -> dict[str, Evaluator]:
+  """{benchmark name: evaluator} of cfg.benchmarks (each a section with 'kind' and its reader fields)."""
+  check_config(cfg)
+  out = {}
+  for name, section in cfg.benchmarks.items():
+    out[name] = KINDS[section.kind](name, section, ctx)
   return out
 
 

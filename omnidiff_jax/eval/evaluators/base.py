@@ -71,14 +71,24 @@ class Evaluator:
   preset: str = ""
   metric: str = ""
   lower_is_better: bool = False
+  # Alternative groups of reader fields; one group must be set (checked by runner.check_config before loading).
+  sources: tuple[tuple[str, ...], ...] = ()
 
-  def __init__(self, cfg: ml_collections.ConfigDict, ctx: Context):
-    self.cfg, self.ctx = cfg, ctx
+  def __init__(self, name: str, cfg: ml_collections.ConfigDict, ctx: Context):
+    self.name, self.cfg, self.ctx = name, cfg, ctx
     self.preset = cfg.get("preset") or self.preset
     if self.preset not in presets.PRESETS:
-      raise ValueError(f"benchmark {cfg.get('kind')!r}: unknown preset {self.preset!r}; choose one of "
+      raise ValueError(f"benchmarks.{name}.preset: unknown preset {self.preset!r}; choose one of "
                        f"{sorted(presets.PRESETS)}")
     self.spec = tasks.presets()[self.preset][0]
+
+  def field(self, name: str):
+    """A required reader field of the benchmark's config section; raises ValueError naming it when empty."""
+    value = self.cfg.get(name)
+    if not value:
+      raise ValueError(f"config field benchmarks.{self.name}.{name} is empty; set "
+                       f"--config.benchmarks.{self.name}.{name}=... (see configs/eval/common.py)")
+    return value
 
   def samples(self) -> list[Sample]:
     """The benchmark's samples (cfg.limit: the first N), in a fixed order."""

@@ -19,11 +19,12 @@ from omnidiff_jax.sampling import presets
 class CocoT2I(Evaluator):
   preset = "t2i"
   metric = "clip_t"
+  sources = (("annotations", "images"), ("manifest",))
 
   def read(self):
     if self.cfg.get("manifest"):
       return readers.manifest(self.cfg.manifest)
-    return readers.coco_captions(self.cfg.annotations, self.cfg.images, self.cfg.get("limit"),
+    return readers.coco_captions(self.field("annotations"), self.field("images"), self.cfg.get("limit") or None,
                                  self.cfg.get("seed", 0))
 
   def samples(self):
@@ -58,3 +59,4 @@ class CocoT2I(Evaluator):
 class CocoS2I(CocoT2I):
   preset = "s2i"
   metric = "clip_i"
+  sources = (("manifest",),)

@@ -11,11 +11,12 @@ class LibriSpeech(Evaluator):
   preset = "asr_eval"
   metric = "wer"
   lower_is_better = True
+  sources = (("root",), ("manifest",))
 
   def read(self):
     if self.cfg.get("manifest"):
       return readers.manifest(self.cfg.manifest)
-    return readers.librispeech(self.cfg.root, self.cfg.get("split", "test-clean"))
+    return readers.librispeech(self.field("root"), self.cfg.get("split", "test-clean"))
 
   def decode(self, sample, tokens, prefix):
     hypothesis = metrics.clean_asr_output(self.text(tokens))

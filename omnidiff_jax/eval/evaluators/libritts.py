@@ -39,11 +39,12 @@ class LibriTTS(Evaluator):
   preset = "tts_eval"
   metric = "wer"
   lower_is_better = True
+  sources = (("root",), ("manifest",))
 
   def read(self):
     if self.cfg.get("manifest"):
       return readers.manifest(self.cfg.manifest)
-    return readers.libritts(self.cfg.root, self.cfg.get("split", "test-clean"))
+    return readers.libritts(self.field("root"), self.cfg.get("split", "test-clean"))
 
   @functools.cached_property
   def transcribe(self):

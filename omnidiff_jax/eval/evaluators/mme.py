@@ -12,10 +12,11 @@ from omnidiff_jax.eval.evaluators.base import Evaluator
 class MME(Evaluator):
   preset = "mme"
   metric = "perception"
+  sources = (("root",),)
 
   def read(self):
     subtasks = self.cfg.get("subtasks")
-    return readers.mme(self.cfg.root, tuple(subtasks) if subtasks else None)
+    return readers.mme(self.field("root"), tuple(subtasks) if subtasks else None)
 
   def _metric(self, sample, prediction):
     ref = sample.reference

@@ -13,10 +13,11 @@ from omnidiff_jax.eval.evaluators.base import Evaluator
 class POPE(Evaluator):
   preset = "mme"
   metric = "f1"
+  sources = (("pope_dir", "coco_images"),)
 
   def read(self):
     splits = tuple(self.cfg.get("splits") or metrics.POPE_SPLITS)
-    return readers.pope(self.cfg.pope_dir, self.cfg.coco_images, splits)
+    return readers.pope(self.field("pope_dir"), self.field("coco_images"), splits)
 
   def decode(self, sample, tokens, prefix):
     answer = self.text(tokens)

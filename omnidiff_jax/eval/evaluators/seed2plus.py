@@ -10,9 +10,10 @@ from omnidiff_jax.eval.evaluators.base import Evaluator
 class Seed2Plus(Evaluator):
   preset = "mme"
   metric = "accuracy"
+  sources = (("json_path", "image_root"),)
 
   def read(self):
-    return readers.seed2plus(self.cfg.json_path, self.cfg.image_root)
+    return readers.seed2plus(self.field("json_path"), self.field("image_root"))
 
   def _metric(self, sample, output):
     ref = sample.reference
