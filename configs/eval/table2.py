@@ -4,7 +4,8 @@ random MSCOCO-2014 val captions, Emu protocol).
   python tools/eval.py --config configs/eval/table2.py --workdir /ckpt/eval/table2 --cpu_devices=0 \\
       --config.checkpoint=/ckpt/omni_orbax --config.tokenizer=/ckpt/Omni-Diffusion \\
       --config.networks.magvit=/ckpt/magvit.safetensors --config.networks.clip_path=/ckpt/clip-vit-large-patch14 \\
-      --config.benchmarks.pope.pope_dir=/data/POPE/output/coco --config.benchmarks.pope.coco_images=/data/coco/val2014 \\
+      --config.benchmarks.pope.pope_dir=/data/POPE/output/coco \\
+      --config.benchmarks.pope.coco_images=/data/coco/val2014 \\
       --config.benchmarks.mme.root=/data/MME_Benchmark_release_version \\
       --config.benchmarks.seed2plus.json_path=/data/SEED-Bench-2-plus/SEED-Bench-2-plus-text-rich.json \\
       --config.benchmarks.seed2plus.image_root=/data/SEED-Bench-2-plus \\
