@@ -47,7 +47,8 @@ def test_tts_sample_without_speech_codes_is_scored_as_empty_hypothesis(tmp_path,
       return [np.zeros(2205 * len(codes[0]), np.float32)]
 
   ctx.speech_decoder = FakeDecoder()
-  evaluator.transcribe = lambda path: "hello, world"
+  heard = []
+  evaluator.transcribe = lambda wave: heard.append(len(wave)) or "hello, world"
   speech = np.full(64, ctx.vocab.audio_offset + 3, np.int32)  # speech codes only
   text_only = _text_region(ctx, "no speech here", 64)
   monkeypatch.setattr(generate, "generate", _fixed_generate([speech, text_only]))
@@ -57,6 +58,7 @@ def test_tts_sample_without_speech_codes_is_scored_as_empty_hypothesis(tmp_path,
   records = [json.loads(line) for line in open(tmp_path / "tts" / "default" / "shard_00000.jsonl")]
   ok, failed = records
   assert not ok["failed"] and soundfile.info(ok["files"]["wav"]).samplerate == 22050
+  assert heard == [ok["region_len"] * 1600]  # the decoder's 22,050 Hz wave (2,205 per code) at 16 kHz
   assert ok["region_len"] == int(3.5 * len(ctx.tokenizer.encode("Hello world.", add_special_tokens=False).ids))
   assert failed["failed"] and "no speech codes" in failed["error"] and failed["metric"]["hypothesis"] == ""
   normalize = metrics.english_normalizer()

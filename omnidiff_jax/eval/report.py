@@ -37,9 +37,10 @@ def summarize(workdir: str, evaluators: dict, cfg: ml_collections.ConfigDict) ->
       done = sorted(glob.glob(os.path.join(setting_dir, "shard_*.done.json")))
       if not done:
         continue
-      summaries = [json.load(open(path)) for path in done]
-      records = []
+      summaries, records = [], []
       for path in done:
+        with open(path) as f:
+          summaries.append(json.load(f))
         with open(path[:-len(".done.json")] + ".jsonl", encoding="utf-8") as f:
           records += [json.loads(line) for line in f if line.strip()]
       metrics = evaluator.score(records)

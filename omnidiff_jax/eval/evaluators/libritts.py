@@ -1,6 +1,6 @@
 """LibriTTS TTS (paper Table 1: WER 3.07; Table 3: 3.74 / 4.83 at 0.25L / 0.125L steps): preset tts_eval
-(region int(3.5 x text tokens), steps half), speech codes -> our GLM-4-Voice decoder (22,050 Hz WAV) -> an ASR
-model -> WER after the English normaliser and upstream's \\W+ -> ' ' pass on both sides (tools/evaluate_libritts.py).
+(region int(3.5 x text tokens), steps half), speech codes -> our GLM-4-Voice decoder (22,050 Hz WAV) -> 16 kHz
+(scipy resample_poly 320/441) -> an ASR model -> WER after the English normaliser and upstream's \\W+ -> ' ' pass on both sides (tools/evaluate_libritts.py).
 ASR: Whisper through transformers from networks.whisper_path (upstream: whisper-large-v3). A sample with no
 speech codes, or whose decoding fails, is scored with an empty hypothesis (upstream drops it)."""
 from __future__ import annotations
@@ -9,6 +9,7 @@ import functools
 import os
 
 import numpy as np
+import scipy.signal
 import soundfile
 
 from omnidiff_jax.eval import metrics, readers
@@ -31,8 +32,9 @@ class WhisperTranscriber:
     from transformers import pipeline
     self.pipe = pipeline("automatic-speech-recognition", model=path)
 
-  def __call__(self, wav_path: str) -> str:
-    return self.pipe(wav_path, return_timestamps=True)["text"].strip()
+  def __call__(self, wave_16k: np.ndarray) -> str:
+    """(samples,) float32 at 16 kHz -> the transcript."""
+    return self.pipe({"raw": wave_16k, "sampling_rate": 16000}, return_timestamps=True)["text"].strip()
 
 
 class LibriTTS(Evaluator):
@@ -61,7 +63,7 @@ class LibriTTS(Evaluator):
     wave = self.ctx.speech_decoder.decode([codes], seed=self.ctx.seed)[0]
     path = ensure_parent(prefix + ".wav")
     soundfile.write(path, np.asarray(wave, np.float32), SAMPLE_RATE)
-    transcript = self.transcribe(path)
+    transcript = self.transcribe(scipy.signal.resample_poly(wave, 320, 441).astype(np.float32))
     return dict(output=transcript, files={"wav": path}, metric=dict(
         reference=self.normalize(sample.reference["text"]), hypothesis=self.normalize(transcript)))
 
