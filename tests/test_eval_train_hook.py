@@ -32,7 +32,8 @@ def test_eval_hook_logs_metrics_every_n_steps(tmp_path):
   mme = eval_fakes.make_mme(tmp_path / "mme", subtasks=("existence",), images=("a.png",))
   eval_cfg.benchmarks.mme = ml_collections.ConfigDict(dict(kind="mme", root=str(mme)))
   vocab = VocabLayout.from_config(cfg.vocab)
-  hook = TrainEvalHook(eval_cfg, vocab, tiny_tokenizer.build(vocab), sharding.make_mesh(cfg.mesh), str(tmp_path / "run"))
+  hook = TrainEvalHook(eval_cfg, vocab, tiny_tokenizer.build(vocab), sharding.make_mesh(cfg.mesh),
+                       str(tmp_path / "run"))
   calls = []
 
   def recorded(step, model):
