@@ -5,6 +5,7 @@ import math
 import numpy as np
 import pytest
 
+import eval_fakes
 from omnidiff_jax.eval import metrics
 
 # A fixed reference / hypothesis file pair (one "<id> <text>" line each in upstream's format). Upstream's
@@ -135,34 +136,10 @@ def test_parse_choice():
   assert metrics.choice_accuracy(["A", "B", "C"], ["A", None, "D"]) == pytest.approx(1 / 3)
 
 
-def _tiny_clip(path):
-  """A random 1-layer transformers CLIP with a character-level tokenizer, saved to `path`."""
-  import torch
-  from transformers import CLIPConfig, CLIPModel, CLIPProcessor, CLIPTokenizer
-  from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
-  chars = [chr(c) for c in range(33, 127)]
-  vocab = {t: i for i, t in enumerate(chars + [c + "</w>" for c in chars] + ["<|startoftext|>", "<|endoftext|>"])}
-  (path / "vocab.json").write_text(json.dumps(vocab))
-  (path / "merges.txt").write_text("#version: 0.2\n")
-  tokenizer = CLIPTokenizer(str(path / "vocab.json"), str(path / "merges.txt"))
-  eos = vocab["<|endoftext|>"]
-  cfg = CLIPConfig(text_config=dict(vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                                    num_attention_heads=2, max_position_embeddings=77,
-                                    bos_token_id=vocab["<|startoftext|>"], eos_token_id=eos, pad_token_id=eos),
-                   vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
-                                      image_size=32, patch_size=8), projection_dim=16)
-  torch.manual_seed(0)
-  model = CLIPModel(cfg)
-  model.save_pretrained(path)
-  image_processor = CLIPImageProcessorPil(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
-  CLIPProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(path)
-  return model
-
-
 def test_clip_scores_equal_the_cosine_formula(tmp_path):
   import torch
   from PIL import Image
-  model = _tiny_clip(tmp_path).eval()
+  model = eval_fakes.tiny_clip(tmp_path).eval()
   scorer = metrics.ClipScorer(str(tmp_path))
   rng = np.random.default_rng(0)
   images = [Image.fromarray(rng.integers(0, 255, (40, 48, 3), np.uint8)) for _ in range(2)]
