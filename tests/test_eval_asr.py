@@ -43,6 +43,9 @@ def test_librispeech_rows_keep_their_own_region_length(tmp_path):
     assert r["region_len"] == max(int(0.2 * r["prompt_len"]), 1) and len(r["tokens"]) == r["region_len"]
     assert r["settings"]["steps"] == max(r["region_len"] // 2, 1) and r["settings"]["block_size"] == r["region_len"]
   assert row["metric"] == "wer" and row["samples"] == 3 and row["paper"] == 7.05 and row["value"] >= 0
+  export = tmp_path / "run" / "librispeech" / "default" / "export"
+  assert (export / "ref.txt").read_text().splitlines() == [f"{i} HE BEGAN A CONFUSED COMPLAINT" for i in range(3)]
+  assert (export / "hyp.txt").read_text().splitlines() == [f"{i} {r['output']}" for i, r in enumerate(records)]
 
 
 def _records(workdir):

@@ -131,6 +131,13 @@ def test_two_setting_sweep_writes_records_table_and_plots(killed_then_resumed):
   for name in ("results.json", "results.csv", "results.md", "quality_vs_steps.png", "quality_vs_tokens_per_s.png"):
     assert (workdir / name).stat().st_size > 0, name
   assert "| mme | default | perception |" in (workdir / "results.md").read_text()
+  # MME's own result files, for calculation.py: the questions in file order with the predictions.
+  exported = (workdir / "mme" / "default" / "export" / "color.txt").read_text().splitlines()
+  assert [line.split("\t")[:3] for line in exported] == [
+      [image, question, answer] for image in ("a.png", "b.png")
+      for question, answer in (("Is there a red bus?", "Yes"), ("Is the dog brown?", "No"))]
+  assert [line.split("\t")[3] for line in exported] == [
+      records[("default", f"color/{i:05d}")]["metric"]["prediction"] for i in range(1, 5)]
 
 
 def test_eight_devices_give_the_same_outputs_as_one(tmp_path, mme_root, backbone_cfg, vocab_and_tokenizer,

@@ -80,11 +80,6 @@ class Stats:
   sampler_seconds: float = 0.0
   compile_seconds: float = 0.0
 
-  @property
-  def tokens_per_second(self) -> float:
-    run = self.sampler_seconds - self.compile_seconds
-    return self.region_tokens / run if run > 0 else float("nan")
-
 
 def bucket_length(length: int, granularity: int) -> int:
   return int(math.ceil(length / granularity) * granularity)

@@ -1,5 +1,6 @@
 """The results of a sweep: one row per benchmark x setting from the finished cells' records, written as JSON,
-CSV and markdown, and two plots (quality vs steps, quality vs tokens/s) as PNG."""
+CSV and markdown, and two plots (quality vs steps, quality vs tokens/s) as PNG. Each benchmark x setting's
+records are also exported in the benchmark's own result format under <benchmark>/<setting>/export/."""
 from __future__ import annotations
 
 import csv
@@ -44,6 +45,7 @@ def summarize(workdir: str, evaluators: dict, cfg: ml_collections.ConfigDict) ->
         with open(path[:-len(".done.json")] + ".jsonl", encoding="utf-8") as f:
           records += [json.loads(line) for line in f if line.strip()]
       metrics = evaluator.score(records)
+      evaluator.export(records, os.path.join(setting_dir, "export"))
       sampler_s = sum(s["sampler_seconds"] for s in summaries)
       compile_s = sum(s["compile_seconds"] for s in summaries)
       run_s = sampler_s - compile_s

@@ -123,6 +123,9 @@ class Evaluator:
     """Metrics over records (each with 'metric' as decode() / failed() returned it); includes self.metric."""
     raise NotImplementedError
 
+  def export(self, records: Sequence[dict], out_dir: str) -> None:
+    """Writes the records in the benchmark's own result format (for its reference scorer), if it has one."""
+
   def text(self, tokens: np.ndarray) -> str:
     """The text of a filled region: ids before the first <|im_end|> / <|endoftext|>, decoded."""
     ids = presets.split_outputs(tokens, self.ctx.vocab)["text"]

@@ -1,7 +1,10 @@
 """LibriSpeech ASR (paper Table 1: WER 7.05 on test-clean): preset asr_eval, WER / CER as upstream's
-compute-wer.py --char=1 on the hypothesis cleaned as tools/evaluate_asr.py does. Reads the LibriSpeech folder
+compute-wer.py --char=1 on the hypothesis cleaned as tools/evaluate_asr.py does; export() writes upstream's
+ref.txt / hyp.txt ("<index> <text>" lines) for compute-wer.py itself. Reads the LibriSpeech folder
 (cfg.root, cfg.split) or a JSONL manifest (cfg.manifest, e.g. upstream's test.clean.jsonl)."""
 from __future__ import annotations
+
+import os
 
 from omnidiff_jax.eval import metrics, readers
 from omnidiff_jax.eval.evaluators.base import Evaluator
@@ -24,6 +27,13 @@ class LibriSpeech(Evaluator):
 
   def failed(self, sample):
     return dict(reference=sample.reference["text"], hypothesis="")
+
+  def export(self, records, out_dir):
+    os.makedirs(out_dir, exist_ok=True)
+    records = sorted(records, key=lambda r: r["id"])
+    for name, key in (("ref.txt", "reference"), ("hyp.txt", "hypothesis")):
+      with open(os.path.join(out_dir, name), "w", encoding="utf-8") as f:
+        f.writelines(f"{i} {r['metric'][key]}\n" for i, r in enumerate(records))
 
   def score(self, records):
     refs = [r["metric"]["reference"] for r in records]

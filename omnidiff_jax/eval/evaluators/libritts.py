@@ -1,8 +1,9 @@
 """LibriTTS TTS (paper Table 1: WER 3.07; Table 3: 3.74 / 4.83 at 0.25L / 0.125L steps): preset tts_eval
 (region int(3.5 x text tokens), steps half), speech codes -> our GLM-4-Voice decoder (22,050 Hz WAV) -> 16 kHz
-(scipy resample_poly 320/441) -> an ASR model -> WER after the English normaliser and upstream's \\W+ -> ' ' pass on both sides (tools/evaluate_libritts.py).
-ASR: Whisper through transformers from networks.whisper_path (upstream: whisper-large-v3). A sample with no
-speech codes, or whose decoding fails, is scored with an empty hypothesis (upstream drops it)."""
+(scipy resample_poly 320/441) -> an ASR model -> WER after the English normaliser and upstream's \\W+ -> ' '
+pass on both sides (tools/evaluate_libritts.py). ASR: Whisper through transformers from networks.whisper_path
+(upstream: whisper-large-v3). A sample with no speech codes, or whose decoding fails, is scored with an empty
+hypothesis (upstream drops it)."""
 from __future__ import annotations
 
 import functools

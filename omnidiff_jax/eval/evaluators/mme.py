@@ -1,6 +1,7 @@
 """MME (paper Table 2: MME-P 1216.7): preset mme (8 tokens / 8 steps, as tools/evaluate_imageqa_mme.py), the
-prediction cleaned as upstream, scored as MME's calculation.py (acc + acc+ per subtask, perception total). The
-records keep MME's result-file fields so calculation.py can be run on them too (write_results)."""
+prediction cleaned as upstream, scored as MME's calculation.py (acc + acc+ per subtask, perception total).
+export() writes MME's result files (<subtask>.txt: image, question, answer, prediction per line), on which
+calculation.py --results_dir runs too."""
 from __future__ import annotations
 
 import os
@@ -38,14 +39,12 @@ class MME(Evaluator):
       predictions.append(r["metric"]["prediction"])
     return metrics.mme_scores(subtasks)
 
-
-def write_results(records, out_dir: str) -> None:
-  """MME result files (<subtask>.txt: image, question, answer, prediction per line) for calculation.py."""
-  os.makedirs(out_dir, exist_ok=True)
-  lines: dict[str, list[str]] = {}
-  for r in records:
-    m = r["metric"]
-    lines.setdefault(m["subtask"], []).append(f"{m['image']}\t{m['question']}\t{m['answer']}\t{m['prediction']}\n")
-  for subtask, rows in lines.items():
-    with open(os.path.join(out_dir, subtask + ".txt"), "w", encoding="utf-8") as f:
-      f.writelines(rows)
+  def export(self, records, out_dir):
+    os.makedirs(out_dir, exist_ok=True)
+    lines: dict[str, list[str]] = {}
+    for r in sorted(records, key=lambda r: r["id"]):  # ids '<subtask>/<line>' keep each file's question order
+      m = r["metric"]
+      lines.setdefault(m["subtask"], []).append(f"{m['image']}\t{m['question']}\t{m['answer']}\t{m['prediction']}\n")
+    for subtask, rows in lines.items():
+      with open(os.path.join(out_dir, subtask + ".txt"), "w", encoding="utf-8") as f:
+        f.writelines(rows)
