@@ -27,7 +27,10 @@ class TrainEvalHook:
 
   def __call__(self, step: int, model) -> dict[str, float]:
     self.ctx.model = model
-    rows = runner.sweep(self.cfg, self.ctx, self.mesh, os.path.join(self.workdir, "eval", f"step_{step:08d}"))
+    try:
+      rows = runner.sweep(self.cfg, self.ctx, self.mesh, os.path.join(self.workdir, "eval", f"step_{step:08d}"))
+    finally:
+      self.ctx.model = None  # the training step donates these parameters next
     out = {}
     for row in rows:
       for key, value in row["metrics"].items():
