@@ -17,13 +17,22 @@
   benchmarks       name -> section with kind (evaluators.KINDS), reader fields, optional preset / limit /
                    settings (own grid) / paper (a number for 'default', or {setting name: number})
 """
+import os
+
 import ml_collections
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def config_path(name: str) -> str:
+  """A file under configs/ (by absolute path, so tools run from any directory find it)."""
+  return os.path.join(ROOT, "configs", name)
 
 
 def base_config() -> ml_collections.ConfigDict:
   cfg = ml_collections.ConfigDict()
   cfg.checkpoint = ""
-  cfg.model_config = "configs/omni_7b.py"
+  cfg.model_config = config_path("omni_7b.py")
   cfg.tokenizer = ""
   cfg.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
   cfg.batch_size = 8
@@ -32,9 +41,9 @@ def base_config() -> ml_collections.ConfigDict:
   cfg.image_resolution = 0
   cfg.seed = 0
   cfg.networks = ml_collections.ConfigDict(dict(
-      magvit_config="configs/magvit.py", magvit="", speech_in_config="configs/sensevoice.py", sensevoice="",
-      cmvn="", speech_decoder_config="configs/speech_decoder.py", speech_decoder="", clip_path="",
-      whisper_path=""))
+      magvit_config=config_path("magvit.py"), magvit="", speech_in_config=config_path("sensevoice.py"),
+      sensevoice="", cmvn="", speech_decoder_config=config_path("speech_decoder.py"), speech_decoder="",
+      clip_path="", whisper_path=""))
   cfg.distributed = ml_collections.ConfigDict(dict(
       coordinator_address="", num_processes=1, process_id=0, cpu_collectives="gloo"))
   cfg.settings = [{}]
