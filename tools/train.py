@@ -11,7 +11,9 @@ resumes from the newest checkpoint (exactly: model, optimizer, step, RNG and dat
 takes a converted checkpoint (tools/convert_checkpoint.py hf-to-orbax) or a training run's checkpoints
 directory; a stage other than stage1 with an empty train.init_from starts from
 <workdir>/<previous stage>/checkpoints. With --curriculum, the command-line --config.* overrides apply to
-every stage. Multi-host: set
+every stage. With --config.eval.every=N --config.eval.config=configs/eval/<small>.py, every N steps that eval
+config's sweep runs on the current model into <workdir>/<stage>/eval/step_<N>/ and its metrics go to
+metrics.jsonl and TensorBoard (eval/<benchmark>/<setting>/<metric>). Multi-host: set
 --config.distributed.coordinator_address/num_processes/process_id (or OMNIDIFF_COORDINATOR, ...), or run
 under a launcher jax.distributed detects (TPU pods, SLURM).
 """
@@ -59,6 +61,21 @@ def _set_path(cfg, path: str, value) -> None:
   cfg[leaf] = value
 
 
+def eval_hook(cfg, workdir: str):
+  """The training eval hook of cfg.eval (None when eval.every is 0)."""
+  if not cfg.eval.every:
+    return None
+  if not cfg.eval.config:
+    raise app.UsageError("eval.every > 0 needs eval.config (an eval config file, configs/eval/*.py)")
+  from omnidiff_jax import sharding
+  from omnidiff_jax.config import load_config_file
+  from omnidiff_jax.eval.hook import TrainEvalHook
+  from omnidiff_jax.vocab import VocabLayout, load_tokenizer
+  eval_cfg = load_config_file(cfg.eval.config)
+  vocab = VocabLayout.from_config(cfg.vocab)
+  return TrainEvalHook(eval_cfg, vocab, load_tokenizer(eval_cfg.tokenizer), sharding.make_mesh(cfg.mesh), workdir)
+
+
 def main(argv):
   del argv
   if _CPU_DEVICES.value:
@@ -78,8 +95,10 @@ def main(argv):
       elif _CURRICULUM.value or len(runs) > 1:
         raise app.UsageError(f"{stage} needs {previous}'s checkpoints in {prev_ckpt}")
     logging.info("%s: %d steps, init from %s", stage, cfg.train.steps, cfg.train.init_from or "random init")
-    result = loop.train(cfg, os.path.join(_WORKDIR.value, stage))
-    logging.info("%s %s at step %d, loss %.4f", stage, result["status"], result["step"], result.get("loss", float("nan")))
+    stage_dir = os.path.join(_WORKDIR.value, stage)
+    result = loop.train(cfg, stage_dir, eval_hook(cfg, stage_dir))
+    logging.info("%s %s at step %d, loss %.4f", stage, result["status"], result["step"],
+                 result.get("loss", float("nan")))
     if result["status"] != "completed":
       return
 

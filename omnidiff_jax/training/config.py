@@ -9,6 +9,8 @@
                the synthetic source) and feature_dim (their width, = model.audio_projector.input_size)
   checkpoint:  Orbax manager settings (save_every steps, keep the last k, async)
   metrics:     console/TensorBoard logging, peak TFLOP/s per device for MFU (0: look it up by device kind)
+  eval:        every (steps; 0 = off) and config (an eval config file[:arg], configs/eval/*.py): the small
+               named eval set tools/train.py runs through omnidiff_jax.eval (loop.train's eval_hook)
   distributed: jax.distributed settings; empty coordinator_address means auto-detect from the
                environment (TPU pods, SLURM, ...) or single process
 """
@@ -40,6 +42,7 @@ def add_training_sections(cfg: ml_collections.ConfigDict, *, stage: str, learnin
       feature_dim=512))
   cfg.checkpoint = ml_collections.ConfigDict(dict(save_every=500, keep=3, async_save=True))
   cfg.metrics = ml_collections.ConfigDict(dict(log_every=10, peak_tflops_per_device=0.0, tensorboard=True))
+  cfg.eval = ml_collections.ConfigDict(dict(every=0, config=""))
   cfg.distributed = ml_collections.ConfigDict(dict(
       coordinator_address="", num_processes=1, process_id=0, cpu_collectives="gloo"))
   return cfg

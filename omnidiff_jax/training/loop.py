@@ -4,17 +4,21 @@
   train.init_from when set: a converted checkpoint or a previous stage's checkpoints) -> for each step: next
   local batch -> global array -> jitted step -> metrics -> checkpoint when due, at the end and on SIGTERM.
   Stops with NonFiniteError after optimizer.max_nonfinite_steps skipped (NaN/Inf) updates in a row; the
-  checkpoints on disk are the last good state.
+  checkpoints on disk are the last good state. With an eval_hook and eval.every > 0, every eval.every steps (and
+  at the last) the hook gets the step and the current model and its metrics go to metrics.jsonl / TensorBoard.
+  The hook is passed in (tools/train.py builds one from omnidiff_jax.eval): training does not import eval.
 """
 from __future__ import annotations
 
 import hashlib
 import logging
 import os
+from typing import Callable
 
 import jax
 import ml_collections
 import numpy as np
+from flax import nnx
 
 from omnidiff_jax import sharding
 from omnidiff_jax.data import pipeline, synthetic
@@ -55,8 +59,13 @@ def init_state(cfg: ml_collections.ConfigDict, trainer: train_step.Trainer) -> d
   return state
 
 
-def train(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
-  """Runs (or resumes) the stage to cfg.train.steps. Returns the last step's scalar metrics and status."""
+EvalHook = Callable[[int, nnx.Module], dict[str, float]]
+
+
+def train(cfg: ml_collections.ConfigDict, workdir: str, eval_hook: EvalHook | None = None) -> dict:
+  """Runs (or resumes) the stage to cfg.train.steps. Returns the last step's scalar metrics and status.
+
+  eval_hook(step, model) -> {name: value}: run every cfg.eval.every steps (see the module docstring)."""
   mesh = sharding.make_mesh(cfg.mesh)
   trainer = train_step.make_trainer(cfg, mesh)
   data = make_data_source(cfg)
@@ -85,6 +94,9 @@ def train(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
           _log_and_check(logger, cfg, *pending)
         pending = (step, step_metrics, digest(local))
         stop = preemption.should_stop()
+        every = cfg.get("eval", {}).get("every", 0)
+        if eval_hook is not None and every and (step % every == 0 or step == cfg.train.steps):
+          logger.log_eval(step, eval_hook(step, nnx.merge(trainer.graphdef, state["params"])))
         ckpt.save(step, state, data, dict(meta, step=step), force=stop or step == cfg.train.steps)
         if stop:
           status = "preempted"

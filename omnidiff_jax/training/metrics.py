@@ -71,6 +71,18 @@ class MetricLogger:
       self._flush_window(step, scalars)
     return scalars
 
+  def log_eval(self, step: int, scalars: dict[str, float]) -> None:
+    """Eval metrics of the model at `step` (names like 'eval/mme/default/perception') to metrics.jsonl and
+    TensorBoard."""
+    if not self.enabled or not scalars:
+      return
+    self._jsonl.write(json.dumps(dict(step=step, **{k: float(v) for k, v in scalars.items()})) + "\n")
+    self._jsonl.flush()
+    if self._writer is not None:
+      for k, v in scalars.items():
+        self._writer.add_scalar(k, float(v), step)
+      self._writer.flush()
+
   def _flush_window(self, step: int, scalars: dict[str, float]) -> None:
     now = time.perf_counter()
     seconds_per_step = (now - self._window_start) / self._window_steps

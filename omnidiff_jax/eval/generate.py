@@ -1,0 +1,163 @@
+"""Batched, length-bucketed, mesh-sharded sampling of many prompts, each row with its own region length.
+
+Each request is one prompt with its own SamplerConfig and region length (e.g. asr_eval: int(0.2 * its prompt
+length), tts_eval: int(3.5 * its text tokens), steps half of that), as upstream computes them at batch 1.
+Requests sharing (SamplerConfig, region length) and the same padded prompt length (rounded up to
+`prompt_bucket`) form a bucket: one compile per bucket, batches of `batch_size` rows left-padded to the bucket's
+prompt length (padding is masked out of attention, so a row's result does not depend on its batch mates up to
+float rounding). The batch is placed on the mesh sharded over its data axis (every process builds the same
+global batch and hands each device its rows, so this works across hosts), and the filled regions are gathered
+back to every process (process_allgather); the caller writes them on process 0. A short last batch is padded
+with copies of its last row, whose results are dropped.
+"""
+from __future__ import annotations
+
+import collections
+import dataclasses
+import math
+import time
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.experimental import multihost_utils
+from jax.sharding import NamedSharding, PartitionSpec
+
+from omnidiff_jax import sharding
+from omnidiff_jax.sampling import api, sampler
+from omnidiff_jax.sampling.schedule import SamplerConfig
+from omnidiff_jax.vocab import VocabLayout
+
+_COMPILE_EVENTS = ("/jax/core/compile/backend_compile_duration", "/jax/core/compile/jaxpr_trace_duration",
+                   "/jax/core/compile/jaxpr_to_mlir_module_duration")
+
+
+class CompileClock:
+  """Seconds JAX spends tracing, lowering and compiling (jax.monitoring events), accumulated while installed."""
+  _instances: list["CompileClock"] = []
+  _registered = False
+
+  def __init__(self):
+    self.seconds = 0.0
+
+  def __enter__(self) -> "CompileClock":
+    if not CompileClock._registered:
+      jax.monitoring.register_event_duration_secs_listener(CompileClock._listen)
+      CompileClock._registered = True
+    CompileClock._instances.append(self)
+    return self
+
+  def __exit__(self, *exc) -> None:
+    CompileClock._instances.remove(self)
+
+  @staticmethod
+  def _listen(event: str, duration: float, **kwargs) -> None:
+    if event in _COMPILE_EVENTS:
+      for clock in CompileClock._instances:
+        clock.seconds += duration
+
+
+@dataclasses.dataclass(frozen=True)
+class Request:
+  """One prompt. ids: (P,) int32 prompt ids; features / slots: (S, D) projected speech features and their (S,)
+  positions in ids (None / () without speech); uncond: (Pu,) CFG unconditional ids or None; cfg and region_len:
+  this row's sampler settings and region length."""
+  ids: np.ndarray
+  cfg: SamplerConfig
+  region_len: int
+  features: np.ndarray | None = None
+  slots: Sequence[int] = ()
+  uncond: np.ndarray | None = None
+
+
+@dataclasses.dataclass
+class Stats:
+  """Totals of one generate() call: compiled buckets (new traces), model batches, region tokens, seconds."""
+  buckets: int = 0
+  batches: int = 0
+  region_tokens: int = 0
+  sampler_seconds: float = 0.0
+  compile_seconds: float = 0.0
+
+
+def bucket_length(length: int, granularity: int) -> int:
+  return int(math.ceil(length / granularity) * granularity)
+
+
+def _put(mesh, array: np.ndarray) -> jax.Array:
+  """A global array whose leading (batch) axis is split over the mesh's data axis (every process holds `array`)."""
+  spec = PartitionSpec("data", *([None] * (array.ndim - 1)))
+  named = NamedSharding(mesh, spec)
+  return jax.make_array_from_callback(array.shape, named, lambda index: array[index])
+
+
+def _batch_rows(model, vocab: VocabLayout, batch: list[Request], prompt_len: int):
+  """sampler.Rows and the initial region (B, G) of one bucket batch, prompts left-padded to prompt_len."""
+  cfg, region_len = batch[0].cfg, batch[0].region_len
+  embeds, mask = api.embed_prompts(model, [r.ids for r in batch], vocab.pad_id, [r.features for r in batch],
+                                   [r.slots for r in batch])
+  pad = prompt_len - embeds.shape[1]
+  embeds = jnp.pad(embeds, ((0, 0), (pad, 0), (0, 0)))
+  mask = np.pad(mask, ((0, 0), (pad, 0)))
+  uncond_embeds = uncond_mask = None
+  if cfg.cfg_scale > 0:
+    if any(r.uncond is None for r in batch):
+      raise ValueError("cfg_scale > 0 needs an unconditional prompt for every row (the task has none: set "
+                       "cfg_scale=0 for it)")
+    uncond_ids, uncond_mask = api.left_pad([r.uncond for r in batch], vocab.pad_id)
+    uncond_embeds = model.embed(jnp.asarray(uncond_ids))
+  rows = sampler.build_rows(model, embeds, mask, region_len, cfg, uncond_embeds, uncond_mask)
+  region = api.initial_region(len(batch), region_len, vocab.mask_id)
+  if cfg.boa_fraction is not None:
+    region = api.prefill_boa(region, cfg.boa_fraction, vocab.special_id("<|begin_of_audio|>"), vocab.mask_id)
+  return rows, region
+
+
+def buckets(requests: Sequence[Request], prompt_bucket: int) -> dict[tuple, list[int]]:
+  """{(cfg, region_len, padded prompt length): request indices in order}, in first-seen order."""
+  groups: dict[tuple, list[int]] = collections.OrderedDict()
+  for index, request in enumerate(requests):
+    key = (request.cfg, request.region_len, bucket_length(len(request.ids), prompt_bucket))
+    groups.setdefault(key, []).append(index)
+  return groups
+
+
+def generate(model, vocab: VocabLayout, mesh, requests: Sequence[Request], *, batch_size: int, prompt_bucket: int,
+             seed: int = 0, progress=None) -> tuple[list[np.ndarray], list[float], Stats]:
+  """Fills every request's region. batch_size: global rows per model batch (a multiple of the mesh's data axis).
+
+  Returns the tokens (G_i,) of each request in order, the sampler seconds per request (its batch's wall time
+  shared over the batch's real rows) and the Stats. progress: a tqdm bar advanced by finished requests.
+  """
+  data = mesh.shape["data"]
+  if batch_size % data:
+    raise ValueError(f"batch_size {batch_size} must be a multiple of the mesh's data axis ({data})")
+  specials = sampler.Specials(mask_id=vocab.mask_id, vocab_size=model.cfg.vocab_size)
+  tokens: list[np.ndarray | None] = [None] * len(requests)
+  seconds = [0.0] * len(requests)
+  stats = Stats()
+  traces = sampler.trace_count()
+  with CompileClock() as clock, sharding.use_mesh(mesh):
+    for (cfg, region_len, prompt_len), indices in buckets(requests, prompt_bucket).items():
+      for start in range(0, len(indices), batch_size):
+        chunk = indices[start:start + batch_size]
+        batch = [requests[i] for i in chunk]
+        batch += [batch[-1]] * (batch_size - len(batch))
+        began = time.perf_counter()
+        rows, region = _batch_rows(model, vocab, batch, prompt_len)
+        rows = jax.tree.map(lambda a: _put(mesh, np.asarray(a)), rows)
+        key = jax.random.fold_in(jax.random.key(seed), stats.batches)
+        result = sampler.run(model, cfg, rows, _put(mesh, region), key, specials)
+        filled = np.asarray(multihost_utils.process_allgather(result.tokens, tiled=True))
+        elapsed = time.perf_counter() - began
+        for row, index in enumerate(chunk):
+          tokens[index], seconds[index] = filled[row], elapsed / len(chunk)
+        stats.batches += 1
+        stats.region_tokens += region_len * len(chunk)
+        stats.sampler_seconds += elapsed
+        if progress is not None:
+          progress.update(len(chunk))
+    stats.compile_seconds = clock.seconds
+  stats.buckets = sampler.trace_count() - traces
+  return tokens, seconds, stats

@@ -1,0 +1,233 @@
+"""The eval sweep: benchmarks x sampler settings x shards of samples, resumable, results on process 0.
+
+  for each benchmark (an evaluator), each setting of the grid, each shard of `shard_size` samples (a cell):
+    skip the cell if <workdir>/<benchmark>/<setting>/shard_<k>.done.json exists (resume), else
+    prompts of the shard (the preset's, sampling.inputs.build_prompts) -> one Request per sample with its own
+    SamplerConfig and region length (presets.task_config + the setting) -> generate.generate (batched,
+    length-bucketed, sharded over the mesh's data axis and hosts) -> on process 0: decode + metric inputs per
+    sample -> shard_<k>.jsonl, then the .done.json marker (written last, so a killed cell is redone).
+  then the table (report.write_table) and plots from all finished cells.
+
+A sample whose prompt cannot be built or whose output cannot be decoded is recorded with its error and scored
+by the evaluator's failed() (e.g. an empty hypothesis), never dropped.
+
+Settings: a list of dicts of SamplerConfig fields (steps, alg, temperature, top_p, repetition_penalty,
+position_penalty, cfg_scale, threshold, block_size, kv_cache, ...), plus 'steps_fraction' (steps =
+max(int(fraction * region length), 1): Table 3's 0.5L / 0.25L / 0.125L), 'region_len' and an optional 'name'.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import time
+from typing import Any, Sequence
+
+import jax
+import ml_collections
+import numpy as np
+from jax.experimental import multihost_utils
+from tqdm import tqdm
+
+from omnidiff_jax.eval import generate as gen
+from omnidiff_jax.eval import report
+from omnidiff_jax.eval.evaluators import KINDS, Context, Evaluator
+from omnidiff_jax.eval.readers import Sample
+from omnidiff_jax.sampling import inputs, presets
+
+log = logging.getLogger(__name__)
+SETTING_KEYS = {f.name for f in dataclasses.fields(presets.SamplerConfig)} | {"steps_fraction", "region_len"}
+
+
+def setting_name(setting: dict) -> str:
+  """A setting's name: its 'name', else its fields as k=v joined by ',' ('default' when empty)."""
+  if setting.get("name"):
+    return str(setting["name"])
+  fields = [f"{k}={setting[k]}" for k in sorted(setting) if k != "name"]
+  return ",".join(fields) or "default"
+
+
+def check_settings(settings: Sequence[dict]) -> list[dict]:
+  """Plain dicts of the grid, each field checked; raises ValueError naming an unknown field or a repeated name."""
+  out = [dict(s) for s in settings] or [{}]
+  for setting in out:
+    unknown = sorted(set(setting) - SETTING_KEYS - {"name"})
+    if unknown:
+      raise ValueError(f"setting {setting}: unknown field(s) {unknown}; use SamplerConfig fields, steps_fraction, "
+                       "region_len or name")
+  names = [setting_name(s) for s in out]
+  repeated = sorted({n for n in names if names.count(n) > 1})
+  if repeated:
+    raise ValueError(f"settings {repeated} appear twice in the grid")
+  return out
+
+
+def request_config(preset: str, prompt_len: int, text_len: int | None, setting: dict
+                   ) -> tuple[presets.SamplerConfig, int]:
+  """A row's SamplerConfig and region length: the preset's rules on its own lengths, then the setting."""
+  overrides = {k: v for k, v in setting.items() if k not in ("name", "steps_fraction")}
+  cfg, region_len = presets.task_config(preset, prompt_len, text_len, **overrides)
+  if "steps_fraction" in setting:
+    cfg = dataclasses.replace(cfg, steps=max(int(setting["steps_fraction"] * region_len), 1))
+  return cfg, region_len
+
+
+def _build(evaluator: Evaluator, ctx: Context, samples: Sequence[Sample], setting: dict, image_resolution):
+  prompt_inputs = evaluator.prompt_inputs(samples)
+  prompts = inputs.build_prompts(
+      evaluator.preset, ctx.vocab, ctx.tokenizer, **prompt_inputs,
+      image_tokenizer=ctx.image_tokenizer if "images" in prompt_inputs else None,
+      speech_encoder=ctx.speech_encoder if "wavs" in prompt_inputs else None,
+      image_resolution=image_resolution, cfg_scale=setting.get("cfg_scale"))
+  requests = []
+  for row, sample in enumerate(samples):
+    text = sample.inputs.get("text") if "texts" in prompt_inputs else None
+    text_len = len(ctx.tokenizer.encode(text, add_special_tokens=False).ids) if text else None
+    cfg, region_len = request_config(evaluator.preset, len(prompts.ids[row]), text_len, setting)
+    requests.append(gen.Request(ids=prompts.ids[row], cfg=cfg, region_len=region_len,
+                                features=prompts.features[row], slots=prompts.audio_slots[row],
+                                uncond=prompts.uncond))
+  return requests
+
+
+def build_requests(evaluator: Evaluator, ctx: Context, samples: Sequence[Sample], setting: dict,
+                   image_resolution: int | None) -> tuple[list[gen.Request | None], list[str | None]]:
+  """One Request per sample (None where its prompt failed) and the errors. The shard is built in one go (batched
+  media encoding); if that fails, sample by sample, so that one bad file fails only its sample."""
+  try:
+    return _build(evaluator, ctx, samples, setting, image_resolution), [None] * len(samples)
+  except (ValueError, FileNotFoundError, OSError) as whole_error:
+    if len(samples) == 1:
+      return [None], [f"{type(whole_error).__name__}: {whole_error}"]
+  requests, errors = [], []
+  for sample in samples:
+    request, error = build_requests(evaluator, ctx, [sample], setting, image_resolution)
+    requests += request
+    errors += error
+  return requests, errors
+
+
+@dataclasses.dataclass(frozen=True)
+class Cell:
+  benchmark: str
+  setting: str
+  shard: int
+
+  def path(self, workdir: str, suffix: str) -> str:
+    return os.path.join(workdir, self.benchmark, self.setting, f"shard_{self.shard:05d}{suffix}")
+
+
+def _cell_done(cell: Cell, workdir: str) -> bool:
+  """Whether the cell is finished, as process 0 sees it (broadcast, so every host skips the same cells)."""
+  done = np.array(os.path.exists(cell.path(workdir, ".done.json")), np.int32)
+  if jax.process_count() > 1:
+    done = multihost_utils.broadcast_one_to_all(done)
+  return bool(done)
+
+
+def run_cell(cell: Cell, evaluator: Evaluator, ctx: Context, mesh, samples: Sequence[Sample], setting: dict,
+             run_cfg: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  """Generates, decodes and records one cell; returns its summary (also written to the .done.json marker)."""
+  began = time.perf_counter()
+  requests, errors = build_requests(evaluator, ctx, samples, setting, run_cfg.image_resolution or None)
+  valid = [i for i, r in enumerate(requests) if r is not None]
+  primary = jax.process_index() == 0
+  bar = tqdm(total=len(samples), desc=f"{cell.benchmark}/{cell.setting}/shard {cell.shard}", leave=False,
+             disable=not primary, dynamic_ncols=True)
+  bar.update(len(samples) - len(valid))
+  tokens, seconds, stats = gen.generate(ctx.model, ctx.vocab, mesh, [requests[i] for i in valid],
+                                        batch_size=run_cfg.batch_size, prompt_bucket=run_cfg.prompt_bucket,
+                                        seed=run_cfg.seed, progress=bar)
+  bar.close()
+  summary = dict(samples=len(samples), failures=0, region_tokens=stats.region_tokens, buckets=stats.buckets,
+                 batches=stats.batches, sampler_seconds=stats.sampler_seconds,
+                 compile_seconds=stats.compile_seconds)
+  if not primary:
+    return summary
+  filled = dict(zip(valid, zip(tokens, seconds)))
+  media_dir = os.path.join(workdir, cell.benchmark, cell.setting, "media")
+  records = []
+  for index, sample in enumerate(samples):
+    record = dict(id=sample.id, benchmark=cell.benchmark, setting=cell.setting, shard=cell.shard,
+                  settings=dataclasses.asdict(requests[index].cfg) if requests[index] else None,
+                  region_len=requests[index].region_len if requests[index] else None,
+                  prompt_len=len(requests[index].ids) if requests[index] else None, error=errors[index])
+    start = time.perf_counter()
+    if index in filled:
+      try:
+        record["tokens"] = filled[index][0].tolist()
+        record.update(evaluator.decode(sample, filled[index][0], os.path.join(media_dir, _safe(sample.id))))
+      except Exception as e:  # noqa: BLE001: any decoding failure is recorded and scored, never fatal
+        record["error"] = f"{type(e).__name__}: {e}"
+    if record["error"] is not None:
+      record.update(output="", files={}, metric=evaluator.failed(sample))
+    record["failed"] = record["error"] is not None
+    record["seconds"] = (filled[index][1] if index in filled else 0.0) + time.perf_counter() - start
+    records.append(record)
+  summary["failures"] = sum(r["failed"] for r in records)
+  summary["seconds"] = time.perf_counter() - began
+  _write_atomic(cell.path(workdir, ".jsonl"), "".join(json.dumps(r, default=_json_default) + "\n" for r in records))
+  _write_atomic(cell.path(workdir, ".done.json"), json.dumps(summary))
+  return summary
+
+
+def _safe(sample_id: str) -> str:
+  return "".join(c if c.isalnum() or c in "-_." else "_" for c in sample_id)
+
+
+def _json_default(value):
+  if isinstance(value, np.generic):
+    return value.item()
+  raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def _write_atomic(path: str, text: str) -> None:
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  with open(path + ".tmp", "w", encoding="utf-8") as f:
+    f.write(text)
+  os.replace(path + ".tmp", path)
+
+
+def check_config(cfg: ml_collections.ConfigDict) -> None:
+  """Checks every benchmark's kind, reader fields and settings before anything is loaded; raises ValueError
+  naming the config field to set."""
+  for name, section in cfg.benchmarks.items():
+    if section.get("kind") not in KINDS:
+      raise ValueError(f"benchmarks.{name}.kind is {section.get('kind')!r}; choose one of {sorted(KINDS)}")
+    groups = KINDS[section.kind].sources
+    if groups and not any(all(section.get(f) for f in group) for group in groups):
+      wanted = " or ".join(" + ".join(f"benchmarks.{name}.{f}" for f in group) for group in groups)
+      raise ValueError(f"benchmark {name}: set {wanted} (now empty)")
+    check_settings(section.get("settings") or cfg.settings)
+
+
+def make_evaluators(cfg: ml_collections.ConfigDict, ctx: Context) -> dict[str, Evaluator]:
+  """{benchmark name: evaluator} of cfg.benchmarks (each a section with 'kind' and its reader fields)."""
+  check_config(cfg)
+  out = {}
+  for name, section in cfg.benchmarks.items():
+    out[name] = KINDS[section.kind](name, section, ctx)
+  return out
+
+
+def sweep(cfg: ml_collections.ConfigDict, ctx: Context, mesh, workdir: str) -> list[dict[str, Any]]:
+  """Runs every unfinished cell, then writes the results table and plots (process 0). Returns the table rows."""
+  evaluators = make_evaluators(cfg, ctx)
+  for name, evaluator in evaluators.items():
+    samples = evaluator.samples()
+    settings = check_settings(cfg.benchmarks[name].get("settings") or cfg.settings)
+    shards = [samples[i:i + cfg.shard_size] for i in range(0, len(samples), cfg.shard_size)]
+    for setting in settings:
+      for k, shard in enumerate(shards):
+        cell = Cell(name, setting_name(setting), k)
+        if _cell_done(cell, workdir):
+          log.info("skipping finished cell %s", cell)
+          continue
+        run_cell(cell, evaluator, ctx, mesh, shard, setting, cfg, workdir)
+  if jax.process_index() != 0:
+    return []
+  rows = report.summarize(workdir, evaluators, cfg)
+  report.write_table(rows, workdir)
+  report.plot(rows, workdir)
+  return rows
