@@ -19,7 +19,6 @@ import sys
 from absl import app, flags
 from ml_collections import config_flags
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))  # eval configs import the `configs` package
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Eval config (configs/eval/*.py).", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output directory (records, tables, plots).", required=True)
