@@ -193,12 +193,12 @@ def speech_mixture_cfg(tmp_path, steps):
 
 
 def test_tiny_run_on_a_speech_mixture_trains_the_projector_and_loads_as_a_model(tmp_path):
-  cfg = speech_mixture_cfg(tmp_path, steps=6)
+  cfg = speech_mixture_cfg(tmp_path, steps=8)  # DeepSpeed's schedule: updates 0 and 1 have learning rate 0
   workdir = tmp_path / "run"
   result = loop.train(cfg, str(workdir))
-  assert result["step"] == 6 and np.isfinite(result["loss"])
+  assert result["step"] == 8 and np.isfinite(result["loss"])
   losses = [json.loads(line)["loss"] for line in (workdir / "metrics.jsonl").read_text().splitlines()]
-  assert losses[-1] < losses[0] - 1.0, losses  # e.g. 5.80 -> 4.32
+  assert losses[-1] < losses[0] - 1.0, losses
   mesh = sharding.make_mesh(cfg.mesh)
   trainer = train_step.make_trainer(cfg, mesh)
   initial = _host(trainer.init()["params"])
@@ -209,7 +209,7 @@ def test_tiny_run_on_a_speech_mixture_trains_the_projector_and_loads_as_a_model(
   ckpt = checkpointing.Checkpointer(str(workdir / "checkpoints"), cfg.checkpoint)
   restored, step = ckpt.restore_latest(trainer.abstract_state, loop.make_data_source(cfg))
   ckpt.close()
-  assert step == 6
+  assert step == 8
   ids = np.random.default_rng(1).integers(0, cfg.vocab.size, (2, 16)).astype(np.int32)
   trained_logits = nnx.merge(trainer.graphdef, restored["params"])(ids)
   np.testing.assert_allclose(np.asarray(model(ids)), np.asarray(trained_logits), rtol=1e-6, atol=1e-6)
