@@ -21,6 +21,7 @@ import sys
 import time
 
 import numpy as np
+from timing import LoadGuard
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -155,4 +156,5 @@ def main():
 
 
 if __name__ == "__main__":
-  main()
+  with LoadGuard():
+    main()

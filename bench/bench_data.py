@@ -18,6 +18,7 @@ import time
 
 from absl import app, flags
 from ml_collections import config_flags
+from timing import LoadGuard  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", os.path.join(os.path.dirname(__file__), "..", "configs", "medium.py"), "Model config (train step).")
@@ -129,4 +130,5 @@ def main(argv):
 
 if __name__ == "__main__":
   sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-  app.run(main)
+  with LoadGuard():
+    app.run(main)

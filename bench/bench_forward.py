@@ -11,7 +11,7 @@ import sys
 from absl import app, flags
 from ml_collections import config_flags
 
-from timing import mean_seconds
+from timing import LoadGuard, mean_seconds
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
 
@@ -57,4 +57,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  with LoadGuard():
+    app.run(main)

@@ -15,6 +15,7 @@ import time
 
 from absl import app, flags
 from ml_collections import config_flags
+from timing import LoadGuard  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", os.path.join(os.path.dirname(__file__), "..", "configs", "tiny.py"), "Model config.")
@@ -97,7 +98,7 @@ def main(argv):
                                                    repeat_penalty=1.2, max_position_penalty=2.0)
     embeds = ref.get_input_embeddings()(torch.as_tensor(prompt[:1], dtype=torch.long))
     start = time.perf_counter()
-    want = sampler_reference.generate(ref, embeds, g, settings, mask_id=vocab.mask_id).numpy()
+    want = sampler_reference.generate(ref, embeds, g, settings, mask_token_id=vocab.mask_id).numpy()
     seconds = time.perf_counter() - start
     reference_ms = seconds * 1e3 / min(_STEPS.value, g)
     print(f"reference (eager PyTorch): {reference_ms:8.2f} ms/step, {g / seconds:9.1f} tokens/s, {seconds:.2f} s")
@@ -109,4 +110,5 @@ def main(argv):
 
 if __name__ == "__main__":
   sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-  app.run(main)
+  with LoadGuard():
+    app.run(main)

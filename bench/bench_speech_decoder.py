@@ -17,6 +17,7 @@ import sys
 import time
 
 import numpy as np
+from timing import LoadGuard  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -129,4 +130,5 @@ def main():
 
 
 if __name__ == "__main__":
-  main()
+  with LoadGuard():
+    main()

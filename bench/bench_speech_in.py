@@ -16,7 +16,7 @@ import os
 import platform
 import sys
 
-from timing import mean_seconds
+from timing import LoadGuard, mean_seconds
 
 ROOT = os.path.join(os.path.dirname(__file__), "..")
 sys.path.insert(0, ROOT)
@@ -140,4 +140,5 @@ def main():
 
 
 if __name__ == "__main__":
-  main()
+  with LoadGuard():
+    main()

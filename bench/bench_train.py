@@ -19,6 +19,7 @@ import time
 import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
+from timing import LoadGuard  # noqa: E402
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
@@ -75,7 +76,7 @@ def _torch_step(cfg, batches):
     masked = (labels != -100) & (torch.rand(ids.shape) <= thr)
     noisy = torch.where(masked, vocab.mask_id, ids)
     loss_labels = torch.where(masked, labels, -100)
-    attn = ((seg[:, :, None] == seg[:, None, :]) & (seg[:, None, :] != 0))[:, None]
+    attn = torch_reference.segment_mask(seg)  # float additive: transformers' eager attention adds bool masks
     logits = model(input_ids=noisy, position_ids=pos, attention_mask=attn).logits.float()
     ce = F.cross_entropy(logits[:, :-1].transpose(1, 2), loss_labels[:, 1:], ignore_index=-100, reduction="none")
     counts = (loss_labels[:, 1:] != -100).sum(1)
@@ -141,4 +142,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  with LoadGuard():
+    app.run(main)

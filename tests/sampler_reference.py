@@ -1,20 +1,33 @@
-"""PyTorch reference of Omni-Diffusion's upstream sampler (batch 1), written from the reference notes
-(/work/shared/reference/omni_diffusion_upstream.md sections 4.1-4.3), eager, one full forward per step.
+"""PyTorch reference of Omni-Diffusion's sampler, transcribed from upstream's code (VITA-MLLM/Omni-Diffusion at
+c4f4625): omni_diffusion/models/dream/generation_utils.py (top_p_logits, top_k_logits, sample_tokens,
+DreamGenerationMixin._sample) and omni_diffusion/models/dream/modeling_dream.py (DreamModel.forward_dream,
+DreamSdpaAttention.forward). Each block names the upstream function it copies; statements keep upstream's order
+and arithmetic (float32 tensors, python-float scalars, torch's default sort and top-k).
 
-It is the oracle of tests/test_sampling_parity.py and the baseline of bench/bench_sampler.py. The model is a
-transformers Qwen2 run bidirectionally (tests/torch_reference.py); the prompt region of the canvas holds id 0
-and its embeddings are overwritten by the prompt embeddings at every step, as upstream does.
+It is the oracle of tests/test_sampling_parity.py (mode="upstream") and the baseline of bench/bench_sampler.py.
+Departures from upstream, none of which changes a number:
+- The model is transformers' Qwen2 (tests/torch_reference.py), the architecture of Dream's backbone, called with
+  a float additive all-zero mask (full bidirectional attention). Upstream's forward_dream sets attention_mask =
+  None and DreamSdpaAttention.forward then passes an all-True mask to SDPA: every query sees every key, the
+  unconditional CFG row's zero padding included, positions arange(L) (no position ids are passed).
+- Batch 1, prompts given as embeddings (upstream's inputs_embeds path: the prompt part of the canvas holds id 0).
+- The unconditional prompt ids and the `<|begin_of_audio|>` id are arguments (upstream encodes the task's
+  empty prompt with its tokenizer and hard codes 151684).
+- Histories are always kept (upstream keeps them with return_dict_in_generate=True, which alg 'entropy-penalty'
+  needs); tqdm, prints, the identity hooks and unused debugging values (all_logit, logit/indic) are left out.
 """
 from __future__ import annotations
 
 import dataclasses
 
 import torch
+import torch.distributions as dists
 import torch.nn.functional as F
 
 
 @dataclasses.dataclass
 class ReferenceSettings:
+  """Upstream's generation config fields and _sample arguments (block_size -1 = one block over the region)."""
   steps: int
   alg: str = "entropy"
   temperature: float = 0.0
@@ -22,7 +35,7 @@ class ReferenceSettings:
   top_k: int | None = None
   alg_temp: float | None = None
   eps: float = 1e-3
-  block_size: int | None = None
+  block_size: int = -1
   repeat_penalty: float = 1.0
   max_position_penalty: float = 1.0
   add_boa_token: bool = False
@@ -30,9 +43,9 @@ class ReferenceSettings:
 
 
 def sharpen(model, scale: float = 6.0):
-  """Scales a random model's weight matrices in place. At the default 0.02 init many masked positions get
-  float32-identical confidences, and the order of a tie is not defined by torch.topk; larger weights make the
-  confidences position-dependent and well separated, so token-identical comparisons are meaningful."""
+  """Scales a random model's weight matrices in place (test helper, not upstream). At the default 0.02 init many
+  masked positions get float32-identical confidences, and the order of a tie is not defined by torch.topk;
+  larger weights make the confidences position-dependent and well separated."""
   with torch.no_grad():
     for param in model.parameters():
       if param.ndim == 2:
@@ -40,123 +53,186 @@ def sharpen(model, scale: float = 6.0):
   return model
 
 
-def _top_p(logits, p, stable=False):
-  """Upstream's top-p. Its tie order is torch's default (unstable, implementation-defined) sort; stable=True
-  puts ties in index order, the order omnidiff_jax keeps them in."""
-  sorted_logits, order = torch.sort(logits, descending=True, stable=stable)
-  cumulative = torch.cumsum(F.softmax(sorted_logits, dim=-1), dim=-1)
-  remove = cumulative > p
-  remove[..., 1:] = remove[..., :-1].clone()
-  remove[..., 0] = False
-  mask = torch.zeros_like(logits, dtype=torch.bool).scatter_(-1, order, remove)
+# generation_utils.py, top_p_logits. torch.sort's default (unstable) order of tied logits is unspecified.
+def top_p_logits(logits, top_p=None):
+  sorted_logits, sorted_indices = torch.sort(logits, descending=True)
+  cumulative_probs = torch.cumsum(F.softmax(sorted_logits, dim=-1), dim=-1)
+  sorted_indices_to_remove = cumulative_probs > top_p
+  sorted_indices_to_remove[..., 1:] = sorted_indices_to_remove[..., :-1].clone()
+  sorted_indices_to_remove[..., 0] = 0
+  mask = torch.zeros_like(logits, dtype=torch.bool, device=logits.device)
+  mask = mask.scatter_(-1, sorted_indices, sorted_indices_to_remove)
   return logits.masked_fill(mask, torch.finfo(logits.dtype).min)
 
 
-def _top_k(logits, k):
-  kth = torch.topk(logits, min(k, logits.size(-1)))[0][..., -1, None]
-  return logits.masked_fill(logits < kth, torch.finfo(logits.dtype).min)
+# generation_utils.py, top_k_logits.
+def top_k_logits(logits, top_k=None):
+  top_k = min(top_k, logits.size(-1))
+  indices_to_remove = logits < torch.topk(logits, top_k)[0][..., -1, None]
+  return logits.masked_fill(indices_to_remove, torch.finfo(logits.dtype).min)
 
 
-def sample_tokens(logits, s: ReferenceSettings, past_x=None, mask_id=None, penalise_repeats=False,
-                  generator=None):
-  """logits: (N, V) of the masked positions in sequence order -> confidence (N,), x0 (N,)."""
-  if s.temperature > 0:
-    logits = logits / s.temperature
-  if s.top_p is not None and s.top_p < 1:
-    logits = _top_p(logits, s.top_p)
-  if s.top_k is not None:
-    logits = _top_k(logits, s.top_k)
-  logits = logits.clone()
-  if penalise_repeats and s.repeat_penalty != 1.0:
-    decoded = past_x[(past_x != 0) & (past_x != mask_id)]
-    for token in sorted(set(decoded.tolist())):
-      column = logits[:, token]
-      logits[:, token] = torch.where(column < 0, column * s.repeat_penalty, column / s.repeat_penalty)
-  if s.max_position_penalty != 1.0 and logits.shape[0] > 100:
-    n = logits.shape[0]
-    ramp = [i / (n - 100) * (s.max_position_penalty - 1.0) + 1.0 for i in range(n - 100)]
-    factor = torch.cat([torch.ones(100), torch.tensor(ramp, dtype=torch.float64).float()])[:, None]
-    logits = torch.where(logits < 0, logits * factor, logits / factor)
+# generation_utils.py, sample_tokens. logits: (N, V) of the masked positions in sequence order.
+def sample_tokens(logits, temperature=0.0, top_p=None, top_k=None, margin_confidence=False, neg_entropy=False,
+                  repeat_penalty=1.0, max_position_penalty=1.0, past_x=None, mask_id=None):
+  if temperature > 0:
+    logits = logits / temperature
+  if top_p is not None and top_p < 1:
+    logits = top_p_logits(logits, top_p)
+  if top_k is not None:
+    logits = top_k_logits(logits, top_k)
+
+  if repeat_penalty != 1.0:
+    select_mask = torch.logical_and((past_x != 0), (past_x != mask_id))
+    generated_tokens = set(past_x[select_mask].tolist())
+    for token in set(generated_tokens):
+      logits[:, token][logits[:, token] < 0] *= repeat_penalty
+      logits[:, token][logits[:, token] >= 0] /= repeat_penalty
+
+  if max_position_penalty != 1.0:
+    token_length = logits.shape[-2]
+    if token_length > 100:
+      penalty_map = [i / (token_length - 100) * (max_position_penalty - 1.0) + 1.0 for i in range(token_length - 100)]
+      penalty_map = torch.tensor(penalty_map).unsqueeze(-1).to(logits.device).to(logits.dtype)
+      penalty_map = torch.cat([torch.ones_like(logits[:100, :1]), penalty_map], dim=0)
+      penalty_map = penalty_map.repeat(1, logits.shape[-1])
+      logits[logits < 0] *= penalty_map[logits < 0]
+      logits[logits >= 0] /= penalty_map[logits >= 0]
+
   probs = torch.softmax(logits, dim=-1)
-  if s.temperature > 0:
-    x0 = torch.multinomial(probs, 1, generator=generator)[:, 0]
-    confidence = torch.gather(probs, -1, x0[:, None])[:, 0]
+  if temperature > 0:
+    x0 = dists.Categorical(probs=probs).sample()
+    confidence = torch.gather(probs, -1, x0.unsqueeze(-1)).squeeze(-1)
   else:
     confidence, x0 = probs.max(dim=-1)
-  if s.alg == "topk_margin":
-    top = torch.sort(probs, dim=-1, descending=True)[0]
-    confidence = top[:, 0] - top[:, 1]
-  if s.alg in ("entropy", "entropy-penalty"):
-    confidence = torch.sum(probs * torch.log(probs + 1e-10), dim=-1)
+  if margin_confidence:
+    sorted_probs, _ = torch.sort(probs, dim=-1, descending=True)
+    confidence = sorted_probs[:, 0] - sorted_probs[:, 1]
+  if neg_entropy:
+    epsilon = 1e-10
+    log_probs = torch.log(probs + epsilon)
+    confidence = torch.sum(probs * log_probs, dim=-1)
   return confidence, x0
 
 
+def forward_dream_logits(model, inputs_embeds):
+  """modeling_dream.py, DreamModel.forward_dream: `attention_mask = None`, no position ids; with a None mask
+  DreamSdpaAttention.forward attends everywhere. Here: an all-zero float additive mask. (R, L, D) -> (R, L, V)."""
+  r, length = inputs_embeds.shape[:2]
+  full = torch.zeros(r, 1, length, length, dtype=inputs_embeds.dtype)
+  return model(inputs_embeds=inputs_embeds, attention_mask=full).logits
+
+
 @torch.no_grad()
-def generate(model, prompt_embeds: torch.Tensor, region_len: int, s: ReferenceSettings, *, mask_id: int,
-             boa_id: int | None = None, uncond_ids: torch.Tensor | None = None, seed: int = 0) -> torch.Tensor:
-  """Upstream's loop. model: transformers Qwen2ForCausalLM; prompt_embeds: (1, P, D);
-  uncond_ids: (1, Pu) for CFG. Returns the filled region (1, G) int64.
+def generate(model, inputs_embeds: torch.Tensor, max_new_tokens: int, s: ReferenceSettings, *, mask_token_id: int,
+             boa_id: int | None = None, un_x: list[int] | None = None, seed: int = 0) -> torch.Tensor:
+  """generation_utils.py, DreamGenerationMixin._sample (inputs_embeds path, batch 1).
+
+  model: transformers Qwen2ForCausalLM; inputs_embeds: (1, P, D) prompt embeddings; un_x: the unconditional
+  prompt ids for CFG (s.cfg > 0). Returns the generation region x[:, P:] (1, max_new_tokens) int64; positions
+  upstream leaves masked keep mask_token_id.
   """
-  generator = torch.Generator().manual_seed(seed)
-  embed = model.get_input_embeddings()
-  p = prompt_embeds.shape[1]
-  x = torch.cat([torch.zeros(1, p, dtype=torch.long), torch.full((1, region_len), mask_id, dtype=torch.long)], 1)
-  length = x.shape[1]
-  total_steps = min(s.steps, region_len)
+  torch.manual_seed(seed)
+  embed_tokens = model.get_input_embeddings()
+  steps = min(s.steps, max_new_tokens)
+  eps, alg, alg_temp = s.eps, s.alg, s.alg_temp
+  temperature, top_p, top_k = s.temperature, s.top_p, s.top_k
+  repeat_penalty, max_position_penalty, cfg = s.repeat_penalty, s.max_position_penalty, s.cfg
+  histories = []
+  block_size = max_new_tokens if s.block_size < 0 else s.block_size
+
+  bsz, seq_len = inputs_embeds.shape[:2]
+  max_length = seq_len + max_new_tokens
+  input_ids = torch.full((bsz, seq_len), 0, dtype=torch.long)
+  x = F.pad(input_ids, (0, max_length - input_ids.shape[1]), value=mask_token_id)
+
   if s.add_boa_token:
-    n_masked = (x == mask_id).sum()
-    x[:, int((length - n_masked) + n_masked * 0.2)] = boa_id
-  block_size = region_len if s.block_size is None else s.block_size
-  n_masked = int((x == mask_id).sum())
-  num_blocks = -(-n_masked // block_size)
-  history = []
-  for block in range(num_blocks):
-    block_mask = torch.zeros(length, dtype=torch.bool)
-    block_mask[p + block * block_size: p + (block + 1) * block_size] = True
-    steps = int(block_mask.sum() / (length - p) * total_steps)
-    timesteps = torch.linspace(1, s.eps, steps + 1)
+    bos_index = int((x.shape[1] - (x == mask_token_id).sum()) + (x == mask_token_id).sum() * 0.2)
+    x[:, bos_index] = boa_id
+
+  total_steps = steps
+  block_num = (x == mask_token_id).sum() // block_size  # counted after the BOA pre-fill
+  if block_num * block_size < (x == mask_token_id).sum():
+    block_num += 1
+  input_length = input_ids.shape[-1]
+
+  for block_idx in range(block_num):
+    block_mask = torch.zeros([x.shape[-1]]).to(torch.bool)
+    block_mask[input_length + block_idx * block_size: input_length + (block_idx + 1) * block_size] = True
+    steps = int(block_mask.sum() / (x.shape[-1] - input_length) * total_steps)  # can be 0
+    timesteps = torch.linspace(1, eps, steps + 1)
     for i in range(steps):
-      mask_index = x == mask_id
+      mask_index = (x == mask_token_id)
       if mask_index.sum() == 0:
         break
-      embeds = embed(x)
-      embeds[:, :p] = prompt_embeds
-      if s.cfg > 0:
-        un_x = torch.cat([uncond_ids, x[:, p:]], dim=1)
-        un_embeds = embed(un_x)
-        un_embeds = torch.cat([un_embeds, torch.zeros(1, length - un_x.shape[1], un_embeds.shape[-1])], 1)
-        mask = torch.zeros(2, 1, length, length, dtype=torch.bool)
-        mask[0] = True
-        mask[1, :, :un_x.shape[1], :un_x.shape[1]] = True
-        both = model(inputs_embeds=torch.cat([embeds, un_embeds]), attention_mask=mask).logits
-        logits = both[1:] + (s.cfg + 1) * (both[:1] - both[1:])
+      inputs_embeds_curr = embed_tokens(x)
+      inputs_embeds_curr[:, :inputs_embeds.shape[1]] = inputs_embeds
+
+      if cfg > 0:
+        input_un_x = torch.tensor(un_x).unsqueeze(0).to(x.dtype)
+        input_un_x = torch.cat([input_un_x, x[:, input_ids.shape[1]:]], dim=1)
+        un_inpus_embeds = embed_tokens(input_un_x)
+        # Upstream builds attention_mask_cond / attention_mask_uncond here; forward_dream discards them.
+        if inputs_embeds_curr.shape[1] != un_inpus_embeds.shape[1]:
+          un_inpus_embeds = torch.cat([un_inpus_embeds, torch.zeros_like(
+              inputs_embeds_curr[:, :inputs_embeds_curr.shape[1] - un_inpus_embeds.shape[1], :])], dim=1)
+        input_inputs_embeds_curr = torch.cat([inputs_embeds_curr, un_inpus_embeds])
+        model_logits = forward_dream_logits(model, input_inputs_embeds_curr)
+        logits = model_logits[:1]
+        un_logits = model_logits[1:]
+        logits = un_logits + (cfg + 1) * (logits - un_logits)
+        logits = torch.cat([logits[:, :1], logits[:, :-1]], dim=1)
       else:
-        mask = torch.ones(1, 1, length, length, dtype=torch.bool)
-        logits = model(inputs_embeds=embeds, attention_mask=mask).logits
-      logits = torch.cat([logits[:, :1], logits[:, :-1]], dim=1)
-      mask_logits = logits[mask_index].float()
-      t, s_ = timesteps[i], timesteps[i + 1]
-      if s.alg == "origin":
+        logits = forward_dream_logits(model, inputs_embeds_curr)
+        logits = torch.cat([logits[:, :1], logits[:, :-1]], dim=1)
+
+      mask_logits = logits[mask_index]
+      t = timesteps[i]
+      s_ = timesteps[i + 1]
+
+      if alg == "origin":
         p_transfer = 1 - s_ / t if i < steps - 1 else 1
-        x0 = torch.full_like(x[mask_index], mask_id)
-        transfer = torch.rand(x0.shape, generator=generator) < p_transfer
-        _, x0[transfer] = sample_tokens(mask_logits[transfer], s, generator=generator)
-        x[mask_index] = x0
+        x0 = torch.zeros_like(x[mask_index], dtype=torch.long) + mask_token_id
+        transfer_index_t_s = torch.rand(*x0.shape) < p_transfer
+        _, x0[transfer_index_t_s] = sample_tokens(mask_logits[transfer_index_t_s], temperature=temperature,
+                                                  top_p=top_p, top_k=top_k, max_position_penalty=max_position_penalty)
+        x[mask_index] = x0.clone()
       else:
-        confidence, x0 = sample_tokens(mask_logits, s, past_x=history[-1] if history else None, mask_id=mask_id,
-                                       penalise_repeats=s.alg == "entropy-penalty" and bool(history),
-                                       generator=generator)
-        confidence = confidence + torch.where(block_mask[mask_index[0]], 0.0, -torch.inf)
-        num_mask = (x[:, block_mask] == mask_id).sum()
-        k = int(num_mask * (1 - s_ / t)) if i < steps - 1 else int(num_mask)
-        k = max(k, 1)
-        if not s.alg_temp:
-          _, transfer = torch.topk(confidence, k)
+        if alg == "maskgit_plus":
+          confidence, x0 = sample_tokens(mask_logits, temperature=temperature, top_p=top_p, top_k=top_k,
+                                         max_position_penalty=max_position_penalty)
+        elif alg == "topk_margin":
+          confidence, x0 = sample_tokens(mask_logits, temperature=temperature, top_p=top_p, top_k=top_k,
+                                         margin_confidence=True, max_position_penalty=max_position_penalty)
+        elif alg == "entropy":
+          confidence, x0 = sample_tokens(mask_logits, temperature, top_p=top_p, top_k=top_k, neg_entropy=True,
+                                         max_position_penalty=max_position_penalty)
+        elif alg == "entropy-penalty":
+          confidence, x0 = sample_tokens(
+              mask_logits, temperature, top_p=top_p, top_k=top_k, neg_entropy=True,
+              repeat_penalty=repeat_penalty if len(histories) != 0 else 1.0,
+              past_x=histories[-1] if len(histories) != 0 else [], mask_id=mask_token_id,
+              max_position_penalty=max_position_penalty)
         else:
-          weights = F.softmax(confidence / s.alg_temp, dim=-1)
-          transfer = torch.multinomial(weights, num_samples=k, generator=generator)
-        x0_ = torch.full_like(x0, mask_id)
-        x0_[transfer] = x0[transfer]
-        x[mask_index] = x0_
-      history.append(x.clone())
-  return x[:, p:]
+          raise RuntimeError(f"Unknown alg: {alg}")
+
+        block_mask_1 = block_mask[mask_index[0]]
+        confidence = confidence + torch.where(block_mask_1, 0, -torch.inf)
+
+        num_mask_token = (x[:, block_mask] == mask_token_id).sum()
+        number_transfer_tokens = int(num_mask_token * (1 - s_ / t)) if i < steps - 1 else num_mask_token
+        number_transfer_tokens = max(number_transfer_tokens, 1)
+
+        if number_transfer_tokens > 0:
+          if alg_temp is None or alg_temp == 0:
+            _, transfer_index = torch.topk(confidence, number_transfer_tokens)
+          else:
+            confidence = confidence / alg_temp
+            confidence = F.softmax(confidence, dim=-1)
+            transfer_index = torch.multinomial(confidence, num_samples=number_transfer_tokens)
+          x0_ = torch.zeros_like(x0, dtype=torch.long) + mask_token_id
+          x0_[transfer_index] = x0[transfer_index].clone()
+          x[mask_index] = x0_
+
+      histories.append(x.clone())
+  return x[:, input_length:]

@@ -84,7 +84,7 @@ def test_parity_with_transformers_fp32(orbax_dir, reference):
   ids = np.random.default_rng(0).integers(0, cfg.model.vocab_size, (2, 48), dtype=np.int32)
   want = torch_reference.bidirectional_logits(reference, ids)
   got = np.asarray(jax.jit(lambda m, x: m(x))(model, jnp.asarray(ids)))
-  assert np.abs(got - want).max() <= 1e-4
+  assert np.abs(got - want).max() <= 3e-6  # measured 4.2e-7
 
 
 @pytest.mark.parametrize("write_mesh,read_mesh,read_devices", [

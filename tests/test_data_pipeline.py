@@ -206,13 +206,30 @@ def test_tail_pad_is_a_function_of_seed_and_index(vocab):
 def test_stage_mixtures():
   assert set(stages.stage_mixture(1)) == {"t2i", "caption", "text"}
   assert set(stages.stage_mixture(2)) == {"t2i", "caption", "text", "asr", "tts", "sqa", "vqa"}
-  assert set(stages.stage_mixture(3)) == {"svqa", "s2i", "sqa", "vqa"}
+  # Table 4 (reference notes section 3.3): every family but captioning in stage 3, at the paper's sizes (K).
+  assert stages.stage_mixture(3) == {"text": 670.0, "t2i": 4_000.0, "asr": 390.0, "tts": 1_840.0, "sqa": 430.0,
+                                     "vqa": 2_820.0, "svqa": 30.0, "s2i": 30.0}
   assert stages.stage_mixture(1)["caption"] == 10_000.0
   cfg1, cfg3 = stages.data_config(1, "/data"), stages.data_config(3, "/data")
   assert cfg1.feature_rows == 0 and cfg3.feature_rows == 3072
   assert cfg3.sources.svqa.path == "/data/svqa" and cfg3.sources.svqa.kind == "array_record"
   with pytest.raises(ValueError, match="stage must be one of"):
     stages.stage_mixture(4)
+
+
+def test_pad_attention_switch():
+  """'upstream': the trailing padding joins the last sample's segment (upstream lets it attend to the pad keys);
+  'masked' (default): segment 0. Positions continue the last sample's in both; labels stay -100."""
+  row = {"input_ids": np.arange(8, dtype=np.int32), "labels": np.full(8, IGNORE_ID, np.int32),
+         "task_ids": np.ones(8, np.int32), "input_ids_segment_ids": np.array([1, 1, 1, 2, 2, 0, 0, 0], np.int32),
+         "input_ids_positions": np.array([0, 1, 2, 0, 1, 0, 0, 0], np.int32)}
+  masked, upstream = packing._finish_row(row), packing._finish_row(row, pad_attention="upstream")
+  assert masked["segment_ids"].tolist() == [1, 1, 1, 2, 2, 0, 0, 0]
+  assert upstream["segment_ids"].tolist() == [1, 1, 1, 2, 2, 2, 2, 2]
+  assert masked["positions"].tolist() == upstream["positions"].tolist() == [0, 1, 2, 0, 1, 2, 3, 4]
+  assert stages.data_config(3, "/data").pad_attention == "masked"
+  with pytest.raises(ValueError, match="data.pad_attention"):
+    packing.pack(grain.MapDataset.range(1).to_iter_dataset(), seq_len=8, eos_id=0, pad_attention="both")
 
 
 def test_rows_pass_the_training_batch_contract(tmp_path, vocab):

@@ -11,6 +11,7 @@ from omnidiff_jax.models.dream import params as hf_names  # noqa: E402
 from omnidiff_jax.models.dream.modeling import shift_logits  # noqa: E402
 
 SEQ = 64
+FP32_ATOL = 3e-6  # max-abs logit error vs transformers, measured 3.6e-7 to 3.9e-7 (logit std 0.23)
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +34,7 @@ def test_fp32_logits_match(models):
   ids = _ids(np.random.default_rng(0), 2, SEQ, cfg.vocab_size)
   want = torch_reference.bidirectional_logits(ref, ids)
   got = np.asarray(jax.jit(lambda m, x: m(x))(ours, jnp.asarray(ids)))
-  assert np.abs(got - want).max() <= 1e-4
+  assert np.abs(got - want).max() <= FP32_ATOL
   # Bidirectional: the last token changes the first position's logits.
   ids2 = ids.copy()
   ids2[:, -1] = (ids2[:, -1] + 1) % cfg.vocab_size
@@ -50,7 +51,7 @@ def test_padding_matches_unpadded_reference(models):
   positions = np.broadcast_to(np.arange(SEQ, dtype=np.int32), (1, SEQ))
   got = np.asarray(ours(jnp.asarray(ids), positions=jnp.asarray(positions), segment_ids=jnp.asarray(segment_ids)))
   want = torch_reference.bidirectional_logits(ref, ids[:, :n_valid])
-  assert np.abs(got[:, :n_valid] - want).max() <= 1e-4
+  assert np.abs(got[:, :n_valid] - want).max() <= FP32_ATOL
   assert np.isfinite(got).all(), "fully masked padding rows must not produce NaN"
 
 
@@ -65,7 +66,7 @@ def test_left_padding_like_upstream_batching(models):
   positions = np.maximum(np.cumsum(valid) - 1, 0).astype(np.int32)[None]
   got = np.asarray(ours(jnp.asarray(ids), positions=jnp.asarray(positions), segment_ids=jnp.asarray(segment_ids)))
   want = torch_reference.bidirectional_logits(ref, ids[:, n_pad:])
-  assert np.abs(got[:, n_pad:] - want).max() <= 1e-4
+  assert np.abs(got[:, n_pad:] - want).max() <= FP32_ATOL
 
 
 def test_two_packed_segments_match_separate_runs(models):
@@ -78,8 +79,27 @@ def test_two_packed_segments_match_separate_runs(models):
   got = np.asarray(ours(jnp.asarray(ids), positions=jnp.asarray(positions), segment_ids=jnp.asarray(segment_ids)))
   want_a = torch_reference.bidirectional_logits(ref, ids[:, :a])
   want_b = torch_reference.bidirectional_logits(ref, ids[:, a:])
-  assert np.abs(got[:, :a] - want_a).max() <= 1e-4
-  assert np.abs(got[:, a:] - want_b).max() <= 1e-4
+  assert np.abs(got[:, :a] - want_a).max() <= FP32_ATOL
+  assert np.abs(got[:, a:] - want_b).max() <= FP32_ATOL
+
+
+def test_reference_masks_are_applied(models):
+  """The reference's masks really mask: a key outside a query's segment changes nothing, and packed
+  segments give the logits of separate runs (a bool mask, which transformers' eager attention adds, fails both)."""
+  cfg, ref, _, _ = models
+  rng = np.random.default_rng(6)
+  a, b = 20, 12
+  ids = _ids(rng, 1, a + b, cfg.vocab_size)
+  segment_ids = np.concatenate([np.full(a, 1), np.full(b, 2)]).astype(np.int32)[None]
+  positions = np.concatenate([np.arange(a), np.arange(b)])[None]
+  packed = torch_reference.bidirectional_logits(ref, ids, segment_ids, positions)
+  changed = ids.copy()
+  changed[:, a:] = (changed[:, a:] + 7) % cfg.vocab_size
+  np.testing.assert_array_equal(torch_reference.bidirectional_logits(ref, changed, segment_ids, positions)[:, :a],
+                                packed[:, :a])
+  # Measured bit-identical here; the bool mask the reference used to pass is 0.13 off.
+  separate = torch_reference.bidirectional_logits(ref, ids[:, :a])
+  np.testing.assert_array_equal(packed[:, :a], separate)
 
 
 def test_inputs_embeds_path_equals_ids_path(models):
@@ -96,7 +116,8 @@ def test_shift_logits_alignment():
 
 
 def test_bf16_logits_close(models):
-  """bf16 params and compute vs the fp32 reference: max-abs error <= 0.02 on logits of std ~0.23 (measured 7e-3)."""
+  """bf16 params and compute vs the fp32 reference: max-abs error measured 7.9e-3 on logits of std 0.23. The bound
+  is twice the reference's own bf16-vs-fp32 spread (transformers' Qwen2 cast to bf16: 7.1e-3 on these ids)."""
   cfg, ref, _, weights = models
   cfg16 = cfg.copy_and_resolve_references()
   cfg16.param_dtype = cfg16.dtype = "bfloat16"
@@ -106,7 +127,7 @@ def test_bf16_logits_close(models):
   want = torch_reference.bidirectional_logits(ref, ids)
   got = np.asarray(ours16(jnp.asarray(ids)).astype(jnp.float32))
   err = np.abs(got - want).max()
-  assert err <= 0.02, f"bf16 max-abs error {err:.4f} (logit std {want.std():.3f})"
+  assert err <= 0.015, f"bf16 max-abs error {err:.4f} (logit std {want.std():.3f})"
 
 
 @pytest.mark.parametrize("policy", ["full", "dots", "qkv_proj"])

@@ -13,7 +13,7 @@ from omnidiff_jax.models.magvit import params as magvit_ckpt
 from omnidiff_jax.models.magvit import modeling as magvit
 
 FIXTURE = pathlib.Path(__file__).parent / "fixtures" / "magvit_tiny.npz"
-ATOL = 1e-4
+ATOL = 5e-5  # max-abs error vs upstream's module: latents 4.3e-6, decoder raw output 6.7e-6 (measured)
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +68,7 @@ def test_lfq_index_of_torch_latents_is_torch_code(golden):
 def test_decoder_matches_torch(ours, golden, prefix):
   ref = golden[prefix + "decoded"]
   np.testing.assert_allclose(ours[prefix + "raw"], ref, atol=ATOL, rtol=0)
-  np.testing.assert_allclose(ours[prefix + "decoded"], np.clip((ref + 1) / 2, 0, 1), atol=ATOL / 2, rtol=0)
+  np.testing.assert_allclose(ours[prefix + "decoded"], np.clip((ref + 1) / 2, 0, 1), atol=ATOL / 2, rtol=0)  # 3.3e-6
 
 
 def test_lfq_bit_order():
@@ -113,13 +113,15 @@ def test_bfloat16_compute_stays_close(golden):
   def run(m, images, codes):
     return m.encode_latents(images), m.decode_raw(codes)
 
+  # Bounds: twice the reference's own spread, upstream's module cast to bf16 vs fp32 on the same inputs
+  # (latents 1.58 %, decoder 1.09 % of the max, 92.7 % of codes equal); ours measured 1.58 %, 0.94 %, 97.9 %.
   latents, raw = (np.asarray(x) for x in run(bf16, golden["images"], golden["codes"]))
   assert latents.dtype == raw.dtype == np.float32
   scale = np.abs(golden["latents"]).max()
-  assert np.abs(latents - golden["latents"]).max() < 0.05 * scale
+  assert np.abs(latents - golden["latents"]).max() < 0.032 * scale
   codes = np.asarray(magvit.codes_from_latents(jnp.asarray(latents)))
-  assert (codes == golden["codes"]).mean() > 0.5  # 13 bits per code: any near-zero latent may flip
-  assert np.abs(raw - golden["decoded"]).max() < 0.05 * np.abs(golden["decoded"]).max()
+  assert (codes == golden["codes"]).mean() >= 0.85  # 13 bits per code: any near-zero latent may flip
+  assert np.abs(raw - golden["decoded"]).max() < 0.022 * np.abs(golden["decoded"]).max()
 
 
 def test_batch_sharded_encode_matches(model, ours, golden):

@@ -48,11 +48,11 @@ def test_hift_matches_torch_with_shared_noise(hift):
   fx, state = _fixture("hift")
   assert any(k.endswith("weight_g") for k in state)  # the weight-norm folding is on the tested path
   f0 = np.asarray(hift.f0_predictor(fx["mel"]))
-  np.testing.assert_allclose(f0, fx["f0"], rtol=1e-5, atol=1e-4)
+  np.testing.assert_allclose(f0, fx["f0"], rtol=0, atol=3e-4)  # measured 6.1e-5 on f0 up to 124 Hz
   assert 0 < np.mean(f0 > 10) < 1  # voiced and unvoiced frames both exercised
   wav = np.asarray(decode._wav(hift, fx["mel"], fx["phase"], fx["noise"]))
   assert wav.shape == fx["wav"].shape == (2, 6 * 256)
-  np.testing.assert_allclose(wav, fx["wav"], rtol=0, atol=2e-5)  # issue bound: 1e-3
+  np.testing.assert_allclose(wav, fx["wav"], rtol=0, atol=2e-5)  # measured 2.1e-6
   assert np.abs(fx["wav"]).max() > 0.05
 
 
@@ -74,7 +74,7 @@ def test_flow_matches_torch_batched_with_prompt_and_padding(flow, cfg):
   cond[1, :20] = fx["b/prompt_feat"][0]
   spk = np.concatenate([fx["a/embedding"], fx["b/embedding"]])
   mel = np.asarray(decode._mel(flow, tokens, token_lens, frame_lens, noise, cond, spk, n_timesteps=10))
-  np.testing.assert_allclose(mel[0, :62], fx["a/mel"][0], rtol=0, atol=1e-4)
+  np.testing.assert_allclose(mel[0, :62], fx["a/mel"][0], rtol=0, atol=1e-4)  # measured 1.9e-5 (both rows)
   np.testing.assert_allclose(mel[1, 20:75], fx["b/mel"][0], rtol=0, atol=1e-4)
   assert not mel[0, 62:].any() and not mel[1, 75:].any()
   assert np.abs(fx["a/mel"]).max() > 1

@@ -23,14 +23,14 @@ def test_sensevoice_frontend_matches_funasr(ref, name):
   assert ours.shape == want.shape == (-(-((ref[name].size - 400) // 160 + 1) // 6), 560)
   # Both sides run the fbank in float32. (On signals with near-empty mel bins the reference's own float32
   # rounding reaches ~3e-4 against a float64 evaluation; this fixture's broadband noise avoids that.)
-  np.testing.assert_allclose(ours, want, atol=1e-4, rtol=0)
+  np.testing.assert_allclose(ours, want, atol=1e-4, rtol=0)  # measured 4.1e-5
 
 
-@pytest.mark.parametrize("n_mels", [128, 16])
-def test_whisper_log_mel_matches_transformers(ref, n_mels):
+@pytest.mark.parametrize("n_mels,atol", [(128, 1e-4), (16, 2e-6)])  # measured 1.7e-5 and 2.4e-7
+def test_whisper_log_mel_matches_transformers(ref, n_mels, atol):
   feats, mask = af.WhisperFrontend(n_mels=n_mels)([ref["wave_a"], ref["wave_b"]])
   np.testing.assert_array_equal(mask, ref[f"whisper{n_mels}_mask"])
-  np.testing.assert_allclose(feats, ref[f"whisper{n_mels}_features"], atol=1e-4, rtol=0)
+  np.testing.assert_allclose(feats, ref[f"whisper{n_mels}_features"], atol=atol, rtol=0)
   assert feats.shape[1] % 8 == 0   # padded to a multiple of 1280 samples = 8 frames
 
 

@@ -48,15 +48,17 @@ def test_tiny_model_learns_frozen_embedding_stays_and_accumulation_matches():
   assert state["params"]["layers"]["mlp"]["up_proj"]["kernel"].sharding.spec == jax.P(None, "fsdp", "tensor")
   before = _host(state)
 
-  # Two micro-batches of 4 rows give the same step as one batch of 8 (same masks: drawn per global row).
+  # With grad_accum_reduction 'mean', two micro-batches of 4 rows give the same steps as one batch of 8 (same
+  # masks: drawn per global row). Updates 0 and 1 have learning rate 0 (DeepSpeed's schedule): 4 steps.
   accum_cfg = _cfg(steps=30, grad_accum_steps=2)
   accum_cfg.optimizer.frozen = cfg.optimizer.frozen
+  accum_cfg.optimizer.grad_accum_reduction = "mean"
   accum_trainer = train_step.make_trainer(accum_cfg, mesh)
   accum_state = jax.device_put(before, trainer.shardings)
-  accum_state, accum_losses = _run(accum_trainer, accum_state, synthetic.make_source(cfg), mesh, cfg, 2)
+  accum_state, accum_losses = _run(accum_trainer, accum_state, synthetic.make_source(cfg), mesh, cfg, 4)
 
   state, losses = _run(trainer, state, synthetic.make_source(cfg), mesh, cfg, 30)
-  np.testing.assert_allclose(accum_losses, losses[:2], rtol=2e-6)
+  np.testing.assert_allclose(accum_losses, losses[:4], rtol=2e-6)
   assert np.mean(losses[-5:]) < losses[0] - 1.0, losses
   after = _host(state["params"])
   np.testing.assert_array_equal(after["embed_tokens"]["embedding"], before["params"]["embed_tokens"]["embedding"])

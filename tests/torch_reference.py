@@ -1,4 +1,9 @@
-"""PyTorch oracle for the backbone: transformers' Qwen2 run with full bidirectional attention."""
+"""PyTorch oracle for the backbone: transformers' Qwen2 run bidirectionally, masks given as float additive masks.
+
+transformers 5's eager attention ADDS a 4D attention mask to the scores: a bool mask adds True = 1 / False = 0
+instead of masking, so every mask here is float (0 = attend, finfo.min = masked); tests/test_dream_parity.py
+checks that a masked key changes nothing.
+"""
 from __future__ import annotations
 
 import ml_collections
@@ -27,12 +32,28 @@ def random_qwen2(model_cfg: ml_collections.ConfigDict, seed: int = 0) -> transfo
   return model
 
 
-def bidirectional_logits(model: transformers.Qwen2ForCausalLM, ids: np.ndarray) -> np.ndarray:
-  """Full (non-causal) attention over the whole row, positions arange(L). ids: (B, L) -> (B, L, V)."""
+def additive_mask(allowed: torch.Tensor) -> torch.Tensor:
+  """(B, 1, Lq, Lk) bool, True = may attend -> float32 additive mask: 0 where allowed, finfo.min elsewhere."""
+  return torch.zeros(allowed.shape, dtype=torch.float32).masked_fill(~allowed, torch.finfo(torch.float32).min)
+
+
+def segment_mask(segment_ids: torch.Tensor) -> torch.Tensor:
+  """Packed rows: query i attends to key j iff they share a non-zero segment id. (B, L) int -> (B, 1, L, L) float.
+  A padding query (segment 0) attends to nothing that is real; its output is garbage and unused."""
+  seg = torch.as_tensor(segment_ids)
+  return additive_mask(((seg[:, :, None] == seg[:, None, :]) & (seg[:, None, :] != 0))[:, None])
+
+
+def bidirectional_logits(model: transformers.Qwen2ForCausalLM, ids: np.ndarray,
+                         segment_ids: np.ndarray | None = None, positions: np.ndarray | None = None) -> np.ndarray:
+  """Non-causal attention (within segments when segment_ids (B, L) is given); positions (B, L), default
+  arange(L). ids: (B, L) -> logits (B, L, V)."""
   b, l = ids.shape
-  mask = torch.ones(b, 1, l, l, dtype=torch.bool)
+  mask = additive_mask(torch.ones(b, 1, l, l, dtype=torch.bool)) if segment_ids is None else segment_mask(
+      torch.as_tensor(segment_ids))
+  position_ids = None if positions is None else torch.as_tensor(positions, dtype=torch.long)
   with torch.no_grad():
-    out = model(input_ids=torch.as_tensor(ids), attention_mask=mask)
+    out = model(input_ids=torch.as_tensor(ids), attention_mask=mask, position_ids=position_ids)
   return out.logits.float().numpy()
 
 

@@ -15,6 +15,7 @@ key (omnidiff_jax.training.loss), so rows stay a pure function of the data and t
 """
 from __future__ import annotations
 
+import functools
 import logging
 
 import grain
@@ -73,12 +74,23 @@ class OverlongFilter:
     return True
 
 
-def _finish_row(row: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-  """Packer output (`<key>`, `<key>_segment_ids`, `<key>_positions`) -> the row format above."""
-  segment_ids, positions = row["input_ids_segment_ids"], row["input_ids_positions"].copy()
+PAD_ATTENTION = ("masked", "upstream")
+
+
+def _finish_row(row: dict[str, np.ndarray], pad_attention: str = "masked") -> dict[str, np.ndarray]:
+  """Packer output (`<key>`, `<key>_segment_ids`, `<key>_positions`) -> the row format above.
+
+  pad_attention 'upstream': the trailing padding gets the last sample's segment id, so that sample attends to the
+  pad keys, as upstream's DreamModel.forward does (omni_diffusion/models/dream/modeling_dream.py: segments from
+  position_ids == 0, the padding's positions continue the last sample's, and attention_mask only zeroes the pad
+  queries' rows). The padding stays out of the loss (labels -100) either way.
+  """
+  segment_ids, positions = row["input_ids_segment_ids"].copy(), row["input_ids_positions"].copy()
   used = int(np.count_nonzero(segment_ids))
   if 0 < used < len(positions):
     positions[used:] = positions[used - 1] + 1 + np.arange(len(positions) - used)
+    if pad_attention == "upstream":
+      segment_ids[used:] = segment_ids[used - 1]
   out = {"input_ids": row["input_ids"], "labels": row["labels"], "positions": positions,
          "segment_ids": segment_ids, "task_ids": row["task_ids"]}
   if "audio_features" in row:
@@ -87,12 +99,15 @@ def _finish_row(row: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 
 def pack(ds: grain.IterDataset, *, seq_len: int, eos_id: int, feature_rows: int = 0, num_bins: int = 1,
-         seed: int = 0) -> grain.IterDataset:
+         seed: int = 0, pad_attention: str = "masked") -> grain.IterDataset:
   """Packs `packable` dicts into fixed rows with grain's first-fit packer (checkpointable state).
 
   num_bins=1 is upstream's greedy packing (fill one buffer until the next sample does not fit); more bins
-  waste less padding. Samples must already fit (see OverlongFilter).
+  waste less padding. Samples must already fit (see OverlongFilter). pad_attention: 'masked' (padding is
+  segment 0, attended by nothing) or 'upstream' (see _finish_row).
   """
+  if pad_attention not in PAD_ATTENTION:
+    raise ValueError(f"data.pad_attention must be one of {PAD_ATTENTION}, got {pad_attention!r}")
   lengths = {"input_ids": seq_len, "labels": seq_len, "task_ids": seq_len}
   padding = {"input_ids": eos_id, "labels": IGNORE_ID, "task_ids": 0}
   if feature_rows:
@@ -101,4 +116,4 @@ def pack(ds: grain.IterDataset, *, seq_len: int, eos_id: int, feature_rows: int 
   packed = grain.experimental.FirstFitPackIterDataset(
       ds, length_struct=lengths, num_packing_bins=num_bins, seed=seed, shuffle_bins=num_bins > 1,
       padding_struct=padding)
-  return packed.map(_finish_row)
+  return packed.map(functools.partial(_finish_row, pad_attention=pad_attention))

@@ -138,7 +138,8 @@ def build(data_cfg: ml_collections.ConfigDict, vocab: VocabLayout, *, seq_len: i
     raise ValueError("data.sources has no source with a positive weight")
   mixed = grain.IterDataset.mix(streams, weights) if len(streams) > 1 else next(iter(streams.values()))
   rows = packing.pack(mixed, seq_len=seq_len, eos_id=vocab.eos_id, feature_rows=data_cfg.feature_rows,
-                      num_bins=data_cfg.num_packing_bins, seed=data_cfg.seed)
+                      num_bins=data_cfg.num_packing_bins, seed=data_cfg.seed,
+                      pad_attention=data_cfg.get("pad_attention", "masked"))
   return Pipeline(rows.batch(local_rows, drop_remainder=True), policy, overlong)
 
 

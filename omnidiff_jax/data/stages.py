@@ -2,7 +2,8 @@
 
 Stage 1 (visual-language pre-alignment): T2I + image captioning + pure text.
 Stage 2 (speech-vision-language joint alignment): stage 1 + ASR + TTS + speech QA + VQA.
-Stage 3 (speech-driven visual interaction): spoken VQA + speech-to-image + SQA + VQA.
+Stage 3 (speech-driven visual interaction): spoken VQA + speech-to-image + SQA + VQA, and (Table 4's stage
+columns) pure text, T2I, ASR and TTS; only captioning is left out.
 
 The paper gives no mixing weights. Upstream concatenates its sources (ratio 1 each), so each source is
 drawn in proportion to its size; the default weights below are Table 4's sizes in thousands of samples.
@@ -33,7 +34,7 @@ SOURCE_SIZES_K = {
 STAGE_SOURCES = {
     1: ("t2i", "caption", "text"),
     2: ("t2i", "caption", "text", "asr", "tts", "sqa", "vqa"),
-    3: ("svqa", "s2i", "sqa", "vqa"),
+    3: ("svqa", "s2i", "sqa", "vqa", "text", "t2i", "asr", "tts"),
 }
 # The task of each source (TaskSpec.sources; for per-task losses and the synthetic stand-in): captioning is a
 # VQA-shaped task.
@@ -69,6 +70,6 @@ def data_config(stage: int, root: str = "data/tokenized", *, seq_len: int = 3072
                                                   weight=weight, split="", data_dir="", adapter=""))
              for name, weight in mixture.items()}
   return ml_collections.ConfigDict(dict(
-      source="mixture", seed=seed, on_error="skip", num_packing_bins=1, tail_pad_max=16,
+      source="mixture", seed=seed, on_error="skip", num_packing_bins=1, tail_pad_max=16, pad_attention="masked",
       feature_rows=feature_rows, feature_dim=feature_dim, read_threads=4, prefetch=64,
       sources=ml_collections.ConfigDict(sources)))

@@ -65,9 +65,15 @@ def top_k_filter(logits: Array, top_k: int) -> Array:
   return jnp.where(logits < kth, FILL, logits)
 
 
-def ctrl_penalty(logits: Array, factor: Array) -> Array:
-  """Pushes logits toward 'unlikely': negatives times factor, non-negatives divided by it (factor >= 1)."""
-  return jnp.where(logits < 0, logits * factor, logits / factor)
+def ctrl_penalty(logits: Array, factor: Array | float) -> Array:
+  """Pushes logits toward 'unlikely': negatives times factor, non-negatives divided by it (factor >= 1).
+
+  The division is correctly rounded, as upstream's torch division: XLA rewrites a division by a constant or by
+  a broadcast into a multiplication by the reciprocal (1 ulp off for ~1 in 4 logits); a full-shape divisor
+  behind an optimization barrier keeps it a true division. logits: (..., V); factor: broadcastable to it.
+  """
+  divisor = jax.lax.optimization_barrier(jnp.broadcast_to(jnp.asarray(factor, logits.dtype), logits.shape))
+  return jnp.where(logits < 0, logits * factor, logits / divisor)
 
 
 def decoded_ids_present(region: Array, vocab_size: int, mask_id: int, exclude_zero: bool) -> Array:

@@ -208,11 +208,13 @@ def _loop(model, rows: Rows, region: Array, key: Array, cfg: SamplerConfig, spec
     return carry.block < len(plan.block_steps)
 
   def skip_filled_blocks(carry: Carry) -> Carry:
-    """Moves past blocks with nothing to generate (fixed by inpainting) without a model call."""
+    """Moves past blocks with nothing to generate (fixed by inpainting) or given 0 steps (upstream mode)
+    without a model call."""
     def filled(c: Carry) -> Array:
       index = jnp.arange(g)
       in_block = (index >= starts[c.block]) & (index < ends[c.block])
-      return (c.block < len(plan.block_steps)) & ~jnp.any((c.region == specials.mask_id) & in_block[None])
+      nothing_to_do = ~jnp.any((c.region == specials.mask_id) & in_block[None]) | (block_steps[c.block] == 0)
+      return (c.block < len(plan.block_steps)) & nothing_to_do
     return jax.lax.while_loop(filled, lambda c: c.replace(block=c.block + 1), carry)
 
   final = jax.lax.while_loop(cond, lambda c: skip_filled_blocks(body(c)), skip_filled_blocks(init))
@@ -276,12 +278,12 @@ def build_rows(model, prompt_embeds: Array, prompt_mask: np.ndarray, region_len:
       if not uncond_mask.all():
         raise ValueError("cfg_alignment='upstream' takes unpadded unconditional prompts")
       embeds.append(jnp.concatenate([uncond_embeds, jnp.zeros((b, length - pu, d), prompt_embeds.dtype)], axis=1))
-      valid.append(np.arange(length)[None].repeat(b, 0) < pu + region_len)
+      # Upstream builds a mask for this row but forward_dream sets attention_mask = None: the zero padding is
+      # attended to (omni_diffusion/models/dream/modeling_dream.py, DreamModel.forward_dream).
+      valid.append(np.ones((b, length), bool))
       region_start.append(np.full((b,), pu, np.int32))
   valid = np.concatenate(valid, axis=0)
   segment_ids = None if valid.all() else jnp.asarray(valid.astype(np.int32))
-  positions = _positions(valid)
-  if cfg.cfg_scale > 0 and cfg.cfg_alignment == "upstream":
-    positions[b:] = np.arange(length, dtype=np.int32)  # upstream passes no position ids
+  positions = _positions(valid)  # all-valid unconditional rows ('upstream') get arange(L): upstream passes none
   return Rows(base_embeds=jnp.concatenate(embeds, axis=0), region_start=jnp.asarray(np.concatenate(region_start)),
               positions=jnp.asarray(positions), segment_ids=segment_ids)

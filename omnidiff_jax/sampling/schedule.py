@@ -32,12 +32,17 @@ class SamplerConfig:
   boa_fraction: None = off; else `<|begin_of_audio|>` is put at region index int(fraction * masked count).
   cfg_scale: classifier-free guidance weight (0 = off): logits = un + (cfg + 1) * (cond - un), before the shift.
   cfg_alignment: 'region' puts the generation region of the unconditional row at the same indices as the
-    conditional one (left-padding its prompt); 'upstream' copies upstream (prompt at index 0, region right
-    after it, zero padding at the end; rows are mixed by absolute index).
+    conditional one (left-padding its prompt, the padding masked out); 'upstream' copies upstream (prompt at
+    index 0, region right after it, zero embeddings at the end that every position attends to, since upstream's
+    forward_dream drops the attention mask; rows are mixed by absolute index).
   mode: 'default' = per-row reveal counts, the mask id is never predicted, the repetition penalty counts
-    every decoded id from the first step; 'upstream' = upstream's reveal count over the flattened batch, its
-    repetition-penalty id filter (ids 0 and mask excluded, none at the first step), and the mask id may be
-    predicted (the position then stays masked): token-identical parity at batch 1.
+    every decoded id from the first step, blocks tile the region and each gets at least one step; 'upstream' =
+    upstream's reveal count over the flattened batch, its repetition-penalty id filter (ids 0 and mask
+    excluded, none at the first step), the mask id may be predicted (the position then stays masked), its block
+    count (after the `<|begin_of_audio|>` pre-fill) and its 0-step blocks (see make_plan): token-identical
+    parity at batch 1 (tests/test_sampling_parity.py). Not reproduced: when a block fills before its last step
+    (possible with the pre-fill inside a multi-block region) upstream's top-k over all -inf confidences reveals
+    a position outside the block, in torch's unspecified tie order; ours moves on to the next block.
   threshold: None = the fixed reveal schedule; else confidence-threshold parallel decoding: every masked
     position of the active block whose probability p(x0) >= threshold is revealed, and at least the most
     confident one; the last step of a block reveals the rest. A block ends early once it is filled.
@@ -126,16 +131,26 @@ class Plan:
 
 
 def make_plan(cfg: SamplerConfig, region_len: int) -> Plan:
-  """Blocks and steps as upstream: steps = min(steps, region_len); block b gets int(len_b / region_len * steps)."""
+  """Blocks and steps as upstream: steps = min(steps, region_len); block b gets int(len_b / region_len * steps).
+
+  Default mode: blocks tile the whole region and each gets at least one step. Upstream mode (as upstream's
+  DreamGenerationMixin._sample does): the block count is ceil(masked / block_size) with the masked count taken
+  after the `<|begin_of_audio|>` pre-fill, so with a pre-fill and region_len = 1 mod block_size the last position
+  is in no block and stays masked; a block given 0 steps is skipped (its positions stay masked too).
+  """
   if region_len < 1:
     raise ValueError(f"the generation region must have at least one position, got {region_len}")
   steps = min(cfg.steps, region_len)
   size = region_len if cfg.block_size is None else min(cfg.block_size, region_len)
   starts = np.arange(0, region_len, size)
+  if cfg.mode == "upstream":
+    num_masked = region_len - (cfg.boa_fraction is not None)
+    starts = starts[:max(-(-num_masked // size), 1)]
   ends = np.minimum(starts + size, region_len)
   ratio = (ends - starts).astype(np.float32) / np.float32(region_len)
-  # Upstream truncates; a block given 0 steps would never be revealed, so it gets at least one.
-  block_steps = np.maximum((ratio * np.float32(steps)).astype(np.int64), 1)
+  block_steps = (ratio * np.float32(steps)).astype(np.int64)
+  if cfg.mode == "default":  # a block given 0 steps would never be revealed
+    block_steps = np.maximum(block_steps, 1)
   table = np.ones((len(starts), block_steps.max() + 1), np.float32)
   for b, n in enumerate(block_steps):
     table[b, :n + 1] = linspace_timesteps(int(n), cfg.eps)

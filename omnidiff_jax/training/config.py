@@ -28,6 +28,9 @@ def add_training_sections(cfg: ml_collections.ConfigDict, *, stage: str, learnin
   cfg.optimizer = ml_collections.ConfigDict(dict(
       learning_rate=learning_rate, warmup_steps=warmup_steps, final_lr_ratio=0.1, b1=0.9, b2=0.95, eps=1e-8,
       weight_decay=0.0, grad_clip_norm=1.0,
+      # Upstream's DeepSpeed setup (omnidiff_jax.training.optimizer): DeepSpeed's WarmupCosineLR with its default
+      # log-shaped warm-up, and micro-batch mean-loss gradients summed over gradient accumulation.
+      warmup_shape="log", grad_accum_reduction="sum",
       # Regexes over parameter paths ('embed_tokens/embedding', 'layers/mlp/up_proj/kernel',
       # 'audio_projection/linear_1/kernel', ...). Upstream trains the projector and the whole LLM and freezes
       # the SenseVoice encoder, which is not part of the train state at all: the data pipeline stores its

@@ -10,8 +10,10 @@ The state is a plain pytree (checkpointed as is):
 
 The step is nnx.split/merge inside jax.jit with explicit in/out shardings and the state donated. A batch of
 R rows is viewed as (R / A, A, L) and scanned over its A = train.grad_accum_steps micro-batches (micro-batch
-a takes rows a, A + a, 2A + a, ...: every device keeps its own rows, no resharding). Gradients are summed
-and divided by the loss denominator of the whole batch, so accumulation reproduces the full-batch step.
+a takes rows a, A + a, 2A + a, ...: every device keeps its own rows, no resharding). With
+optimizer.grad_accum_reduction 'mean' gradients are summed and divided by the loss denominator of the whole
+batch, so accumulation reproduces the full-batch step; 'sum' adds each micro-batch's mean-loss gradient
+(upstream's DeepSpeed setup, see optimizer.check_grad_accum_reduction).
 
 Batches with user speech (data.feature_rows > 0, see omnidiff_jax.training.batch) run the model from
 embeddings: the token embeddings of the corrupted ids with the projected SenseVoice features spliced into
@@ -145,6 +147,7 @@ def make_loss_fn(cfg: ml_collections.ConfigDict, graphdef, frozen) -> Callable:
 def _make_step(cfg: ml_collections.ConfigDict, graphdef, tx: optax.GradientTransformation, schedule: optax.Schedule,
                frozen) -> Callable:
   accum = cfg.train.grad_accum_steps
+  sum_of_means = optlib.check_grad_accum_reduction(cfg.optimizer) == "sum"
   loss_fn = make_loss_fn(cfg, graphdef, frozen)
 
   def step(state: dict, batch: dict[str, jax.Array]) -> tuple[dict, dict[str, jax.Array]]:
@@ -160,13 +163,16 @@ def _make_step(cfg: ml_collections.ConfigDict, graphdef, tx: optax.GradientTrans
     def accumulate(grads, inputs):
       mb, ids = inputs
       (_, terms), g = grad_fn(state["params"], mb, ids, key)
+      if sum_of_means:  # each micro-batch's mean-loss gradient (upstream's DeepSpeed accumulation)
+        g = jax.tree.map(lambda x: x / jnp.maximum(terms.denominator, 1.0), g)
       return jax.tree.map(jnp.add, grads, g), terms
 
     zeros = jax.tree.map(jnp.zeros_like, state["params"])
     grads, terms = jax.lax.scan(accumulate, zeros, (micro, row_ids))
     terms = jax.tree.map(lambda x: jnp.sum(x, axis=0), terms)
     denominator = jnp.maximum(terms.denominator, 1.0)
-    grads = jax.tree.map(lambda g: g / denominator, grads)
+    if not sum_of_means:
+      grads = jax.tree.map(lambda g: g / denominator, grads)
     updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
     params = optax.apply_updates(state["params"], updates)
     new_state = dict(params=params, opt_state=opt_state, step=state["step"] + 1, rng=state["rng"])
