@@ -2,7 +2,7 @@
 batch-1 loop of our own sampler over the same prompts (upstream's eval scripts run batch 1), same model, same
 CPU. Prompts are random ids of random lengths with a preset's region rule (default 'mme': 8 tokens / 8 steps;
 'asr_eval': int(0.2 x prompt length), steps half); both paths are warmed up first (every shape compiled), then
-timed. Prints samples/s of each, their ratio and the load average before and after.
+timed. Prints samples/s of each and their ratio, under timing.LoadGuard.
 
   python bench/bench_eval.py --config configs/tiny.py
   python bench/bench_eval.py --config configs/medium.py --preset asr_eval --num_prompts 64 --batch 16
@@ -12,6 +12,7 @@ import time
 
 from absl import app, flags
 from ml_collections import config_flags
+from timing import LoadGuard  # bench/ is the script's directory, first on sys.path
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", os.path.join(os.path.dirname(__file__), "..", "configs", "tiny.py"), "Model config.")
@@ -55,7 +56,6 @@ def main(argv):
       return [np.asarray(api.generate(model, r.cfg, vocab, prompt_ids=[r.ids.tolist()], region_len=r.region_len).tokens)
               for r in requests]
 
-  load_start = os.getloadavg()[0]
   _, warm_stats = bucketed()  # compiles every bucket
   batch_one()  # compiles every (prompt length, region length) shape
   start = time.perf_counter()
@@ -64,7 +64,6 @@ def main(argv):
   start = time.perf_counter()
   loop = batch_one()
   loop_s = time.perf_counter() - start
-  load_end = os.getloadavg()[0]
   same = np.mean([np.array_equal(a, b[0]) for a, b in zip(ours, loop)])
   print(f"{_NUM.value} prompts of {_MIN_LEN.value}-{_MAX_LEN.value} tokens, preset {_PRESET.value}, "
         f"{cfg.model.num_layers} layers x {cfg.model.hidden_size}")
@@ -72,8 +71,8 @@ def main(argv):
         f"{stats.batches} batches): {bucketed_s:.2f} s, {_NUM.value / bucketed_s:.2f} samples/s")
   print(f"batch-1 loop: {loop_s:.2f} s, {_NUM.value / loop_s:.2f} samples/s")
   print(f"ratio: {loop_s / bucketed_s:.2f}x; identical tokens in {same:.0%} of the samples")
-  print(f"load average: {load_start:.2f} at start, {load_end:.2f} at end")
 
 
 if __name__ == "__main__":
-  app.run(main)
+  with LoadGuard():
+    app.run(main)
