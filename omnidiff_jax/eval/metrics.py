@@ -108,24 +108,23 @@ def _check_pairs(references: Sequence[str], hypotheses: Sequence[str]) -> None:
 def word_errors(references: Sequence[str], hypotheses: Sequence[str]) -> ErrorCounts:
   """Corpus WER counts of compute-wer.py --char=1 (jiwer aligns the wer_tokens of each pair; the total edit
   distance and N equal upstream's, the split into S / D / I may differ where alignments tie)."""
-  import jiwer
-  _check_pairs(references, hypotheses)
-  if not references:
-    return ErrorCounts(0, 0, 0, 0)
-  out = jiwer.process_words([" ".join(wer_tokens(r)) for r in references],
-                            [" ".join(wer_tokens(h)) for h in hypotheses])
-  return ErrorCounts(out.hits, out.substitutions, out.deletions, out.insertions)
+  return _edit_counts(references, hypotheses, " ", "process_words")
 
 
 def character_errors(references: Sequence[str], hypotheses: Sequence[str]) -> ErrorCounts:
   """Corpus CER counts over the characters of the wer_tokens (joined without spaces: Chinese-style CER, the same
   case folding, punctuation and tag removal as the WER)."""
+  return _edit_counts(references, hypotheses, "", "process_characters")
+
+
+def _edit_counts(references: Sequence[str], hypotheses: Sequence[str], joiner: str, jiwer_fn: str) -> ErrorCounts:
+  """jiwer's `jiwer_fn` over the wer_tokens of each pair joined by `joiner`."""
   import jiwer
   _check_pairs(references, hypotheses)
   if not references:
     return ErrorCounts(0, 0, 0, 0)
-  out = jiwer.process_characters(["".join(wer_tokens(r)) for r in references],
-                                 ["".join(wer_tokens(h)) for h in hypotheses])
+  out = getattr(jiwer, jiwer_fn)([joiner.join(wer_tokens(r)) for r in references],
+                                 [joiner.join(wer_tokens(h)) for h in hypotheses])
   return ErrorCounts(out.hits, out.substitutions, out.deletions, out.insertions)
 
 

@@ -15,11 +15,12 @@ class LibriSpeech(Evaluator):
   metric = "wer"
   lower_is_better = True
   sources = (("root",), ("manifest",))
+  folder_reader = staticmethod(readers.librispeech)  # (root, split) -> Samples
 
   def read(self):
     if self.cfg.get("manifest"):
       return readers.manifest(self.cfg.manifest)
-    return readers.librispeech(self.field("root"), self.cfg.get("split", "test-clean"))
+    return self.folder_reader(self.field("root"), self.cfg.get("split", "test-clean"))
 
   def decode(self, sample, tokens, prefix):
     hypothesis = metrics.clean_asr_output(self.text(tokens))

@@ -14,7 +14,8 @@ import scipy.signal
 import soundfile
 
 from omnidiff_jax.eval import metrics, readers
-from omnidiff_jax.eval.evaluators.base import Evaluator, ensure_parent
+from omnidiff_jax.eval.evaluators.base import ensure_parent
+from omnidiff_jax.eval.evaluators.librispeech import LibriSpeech
 from omnidiff_jax.models.speech_out.decode import SAMPLE_RATE
 from omnidiff_jax.sampling import presets
 
@@ -38,16 +39,11 @@ class WhisperTranscriber:
     return self.pipe({"raw": wave_16k, "sampling_rate": 16000}, return_timestamps=True)["text"].strip()
 
 
-class LibriTTS(Evaluator):
+class LibriTTS(LibriSpeech):
+  """Reads, exports (ref.txt / hyp.txt) and scores (WER, CER) as LibriSpeech; the hypothesis is the ASR transcript
+  of the generated speech."""
   preset = "tts_eval"
-  metric = "wer"
-  lower_is_better = True
-  sources = (("root",), ("manifest",))
-
-  def read(self):
-    if self.cfg.get("manifest"):
-      return readers.manifest(self.cfg.manifest)
-    return readers.libritts(self.field("root"), self.cfg.get("split", "test-clean"))
+  folder_reader = staticmethod(readers.libritts)
 
   @functools.cached_property
   def transcribe(self):
@@ -70,8 +66,3 @@ class LibriTTS(Evaluator):
 
   def failed(self, sample):
     return dict(reference=self.normalize(sample.reference["text"]), hypothesis="")
-
-  def score(self, records):
-    refs = [r["metric"]["reference"] for r in records]
-    hyps = [r["metric"]["hypothesis"] for r in records]
-    return dict(wer=100 * metrics.word_errors(refs, hyps).rate)
