@@ -6,7 +6,9 @@ scan and SPMD collective-matmul loops are all under-counted. This walks the modu
   multiplier   every computation runs (sum over its callers) caller multiplier x (trip count for a while
                body / condition: (N - start) / step for a condition `compare(counter, constant(N)),
                direction=LT`, the body's `add(counter, constant(step))` and the init tuple's start)
-  FLOPs        2 x output elements x contraction size for each `dot` and `convolution` (inside fusions too),
+  FLOPs        2 x output elements x contraction size for each `dot`, and for each `convolution` (inside
+               fusions too) 2 x batch x output features x input features x the window taps that land on
+               the input (XLA writes batched matmuls as convolutions whose padded window covers a batch axis),
                plus the Splash attention Mosaic kernels (tpu_custom_call; their bodies are opaque) counted
                from their operand shapes: forward 2, dq 3, dkv 4 matmuls of (Lq x Lkv x N x H) per row
   bytes        for every instruction outside fusions that touches memory (fusions, custom calls, copies,
@@ -150,13 +152,34 @@ def _matmul_flops(instr: Instruction, types: dict[str, str]) -> float:
       return 0.0
     contraction = math.prod(lhs[0][1][int(d)] for d in dims.group(1).split(",") if d)
     return 2.0 * out_elems * contraction
-  kernel = _arrays(types.get(operands[1], ""))
-  labels = re.search(r"dim_labels=\w+_(\w+)->", instr.rest)
-  if not kernel or not labels:
+  lhs, kernel = _arrays(types.get(operands[0], "")), _arrays(types.get(operands[1], ""))
+  labels = re.search(r"dim_labels=(\w+)_(\w+)->", instr.rest)
+  if not lhs or not kernel or not labels:
     return 0.0
-  kernel_labels, kernel_shape = labels.group(1), kernel[0][1]
-  contraction = math.prod(size for label, size in zip(kernel_labels, kernel_shape) if label != "o")
-  return 2.0 * out_elems * contraction
+  lhs_dims = dict(zip(labels.group(1), lhs[0][1]))
+  kernel_dims = dict(zip(labels.group(2), kernel[0][1]))
+  out_spatial = [size for label, size in zip(re.search(r"->(\w+)", instr.rest).group(1), out[0][1])
+                 if label.isdigit()]
+  window = _window(instr.rest, len(out_spatial))
+  # Multiplies per output feature and batch: input features x the taps that land on the input (not padding).
+  taps = 1
+  for d, (size, stride, pad_low, lhs_dilation, rhs_dilation) in enumerate(window):
+    in_size = (lhs_dims[str(d)] - 1) * lhs_dilation + 1
+    taps *= sum(1 for o in range(out_spatial[d]) for k in range(size)
+                if 0 <= o * stride + k * rhs_dilation - pad_low < in_size
+                and (o * stride + k * rhs_dilation - pad_low) % lhs_dilation == 0)
+  batch = math.prod(size for label, size in zip(re.search(r"->(\w+)", instr.rest).group(1), out[0][1])
+                    if label == "b")
+  return 2.0 * batch * kernel_dims["o"] * kernel_dims["i"] * taps
+
+
+def _window(rest: str, rank: int) -> list[tuple[int, int, int, int, int]]:
+  """(size, stride, low padding, lhs dilation, rhs dilation) per spatial dimension of a convolution."""
+  spec = re.search(r"window=\{([^}]*)\}", rest)
+  fields = dict(re.findall(r"(\w+)=([\w_]+)", spec.group(1))) if spec else {}
+  split = lambda key, default: [int(x) for x in fields[key].split("x")] if key in fields else [default] * rank
+  pads = [int(p.split("_")[0]) for p in fields["pad"].split("x")] if "pad" in fields else [0] * rank
+  return list(zip(split("size", 1), split("stride", 1), pads, split("lhs_dilate", 1), split("rhs_dilate", 1)))
 
 
 def _splash_flops(instr: Instruction) -> float:
