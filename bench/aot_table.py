@@ -9,7 +9,8 @@ import sys
 def row(r: dict) -> str:
   mem = r["memory_gib"]
   mesh = "x".join(str(r["mesh"][a]) for a in ("data", "fsdp", "tensor"))
-  settings = f"{r['remat']}, {r['attention']}, {r['rows_per_device'] * r['mesh']['tensor']:g} rows/batch-device"
+  micro = r["global_rows"] / r.get("grad_accum_steps", 1) / (r["mesh"]["data"] * r["mesh"]["fsdp"])
+  settings = f"{r['remat']}, {r['attention']}, {micro:g} row/batch-device/micro-batch"
   if r.get("grad_accum_steps", 1) > 1:
     settings += f", accum {r['grad_accum_steps']}"
   verdict = "fits" if r["verdict"].startswith("fits") else "**OOM**"

@@ -10,7 +10,8 @@ scan and SPMD collective-matmul loops are all under-counted. This walks the modu
                fusions too) 2 x batch x output features x input features x the window taps that land on
                the input (XLA writes batched matmuls as convolutions whose padded window covers a batch axis),
                plus the Splash attention Mosaic kernels (tpu_custom_call; their bodies are opaque) counted
-               from their operand shapes: forward 2, dq 3, dkv 4 matmuls of (Lq x Lkv x N x H) per row
+               from their operand shapes: forward 2, dq 3, dkv 4 matmuls of (Lq x Lkv x N x H) per row, and
+               cuBLAS GEMM custom calls (GPU) from their dot dimension numbers
   bytes        for every instruction outside fusions that touches memory (fusions, custom calls, copies,
                collectives, ...): output bytes + operand bytes. A fusion operand read only through
                dynamic-slice (a layer's weights out of the stacked (layers, ...) array) counts the slices; a
@@ -182,6 +183,16 @@ def _window(rest: str, rank: int) -> list[tuple[int, int, int, int, int]]:
   return list(zip(split("size", 1), split("stride", 1), pads, split("lhs_dilate", 1), split("rhs_dilate", 1)))
 
 
+def _cublas_flops(instr: Instruction, types: dict[str, str]) -> float:
+  """A cuBLAS GEMM custom call (GPU): 2 x output elements x the contraction its backend config names."""
+  out, lhs = _arrays(instr.type), _arrays(types.get(_operands(instr.rest)[0], ""))
+  dims = re.search(r'"lhs_contracting_dimensions":\[([^\]]*)\]', instr.rest)
+  if not out or not lhs or not dims:
+    return 0.0
+  contraction = math.prod(lhs[0][1][int(d.strip('" '))] for d in dims.group(1).split(",") if d.strip('" '))
+  return 2.0 * math.prod(out[0][1]) * contraction
+
+
 def _splash_flops(instr: Instruction) -> float:
   kind = next((k for k in _SPLASH_MATMULS if k in instr.name), None)
   _, found, constraints = instr.rest.partition("operand_layout_constraints={")
@@ -268,6 +279,8 @@ def analyze(hlo_text: str, entry_loop_trips: int | None = None) -> Cost:
         f = _matmul_flops(instr, types[comp])
       elif instr.opcode == "custom-call" and "tpu_custom_call" in instr.rest:
         f = _splash_flops(instr)
+      elif instr.opcode == "custom-call" and "__cublas" in instr.rest:
+        f = _cublas_flops(instr, types[comp])
       b = 0
       if not fused_in[comp] and instr.opcode not in _NO_MEMORY:
         if instr.opcode == "fusion":
