@@ -8,4 +8,4 @@ from configs.topologies import topology_config
 
 def get_config(arg=None):
   return topology_config(arg, platform="cuda", topology="1x1x8", chip="h100", mesh=(1, 8, 1),
-                         rows_per_micro_batch=1, remat="full", attention="xla")
+                         rows_per_micro_batch=4, remat="full", attention="xla")

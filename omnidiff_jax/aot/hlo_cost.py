@@ -253,8 +253,9 @@ def analyze(hlo_text: str, entry_loop_trips: int | None = None) -> Cost:
     for instr in comps[comp]:
       if instr.opcode == "while":
         body, cond = _attr(instr.rest, "body"), _attr(instr.rest, "condition")
+        known = re.search(r'"known_trip_count":\{"n":"(\d+)"\}', instr.rest)  # GPU backends record it
         n = (entry_loop_trips if comp == entry and entry_loop_trips is not None
-             else _trip_count(comps[cond], comps[body], comps[comp], instr))
+             else int(known.group(1)) if known else _trip_count(comps[cond], comps[body], comps[comp], instr))
         trips[body] = n
         visit(cond, mult * n, inside_fusion)
         visit(body, mult * n, inside_fusion)
