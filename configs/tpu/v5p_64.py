@@ -6,5 +6,5 @@ from configs.topologies import topology_config
 
 
 def get_config(arg=None):
-  return topology_config(arg, platform="tpu", topology="v5p:2x4x4", mesh=(1, 32, 1), rows_per_micro_batch=2,
+  return topology_config(arg, platform="tpu", topology="v5p:2x4x4", mesh=(1, 32, 1), rows_per_micro_batch=4,
                          remat="dots", attention="splash")
