@@ -9,6 +9,12 @@ the released SFT script: 128 packed rows of 3072 tokens per step, warmup 3 %.
 
 `get_config('tiny')` gives the tiny model with short rows for CPU runs and tests.
 
+Mixed precision as MaxText: f32 parameters and optimizer state (Adam's updates at stage 3's LR 1e-5 would
+mostly round to zero on bf16 weights), bf16 matmuls and activations, full remat. The tiny model takes the same
+settings (TRAINING_MODEL) and differs in shape only. Inference loads the checkpoints in bf16
+(omnidiff_jax.checkpoints.orbax_io.load(dtype='bfloat16'), as configs/omni_7b.py stores them).
+configs/tpu/ and configs/gpu/ hold per-topology variants (mesh, attention kernel, remat, accumulation).
+
 Every stage's model has the speech-input projector (`model.audio_projector`, input width data.feature_dim =
 the SenseVoice encoder's output width: 512, tiny 32 as configs/sensevoice_tiny.py), so the parameter tree is
 the same in all stages; it only receives gradients from rows with user speech (data.feature_rows > 0).
@@ -21,6 +27,8 @@ LEARNING_RATES = {"stage1": 1e-4, "stage2": 1e-4, "stage3": 1e-5}
 # Where tools/tokenize_data.py wrote each source's ArrayRecord shards (<root>/<source>/); override with
 # --config.data.sources.<name>.path=...
 DATA_ROOT = "data/tokenized"
+# Non-shape model settings of every stage config, 7B and tiny alike.
+TRAINING_MODEL = dict(param_dtype="float32", dtype="bfloat16", remat_policy="full", attention_impl="xla")
 
 
 def stage_config(stage: str, arg: str | None):
@@ -36,6 +44,7 @@ def stage_config(stage: str, arg: str | None):
     cfg.data.min_len, cfg.data.max_len = 4, 12
     cfg.data.feature_dim = sensevoice_tiny.get_config().encoder.output_size
     cfg.checkpoint.save_every, cfg.metrics.log_every = 10, 5
+    cfg.model.update(TRAINING_MODEL)
     return with_projector(cfg)
   from configs import omni_7b
   cfg = add_training_sections(omni_7b.get_config(), stage=stage, learning_rate=LEARNING_RATES[stage],
@@ -43,6 +52,7 @@ def stage_config(stage: str, arg: str | None):
                               seq_len=3072, warmup_steps=720)
   cfg.data = data_stages.data_config(number, DATA_ROOT, seq_len=cfg.train.seq_len,
                                      feature_dim=sensevoice.encoder_config().output_size)
+  cfg.model.update(TRAINING_MODEL)
   return with_projector(cfg)
 
 

@@ -37,9 +37,12 @@ def model_config(*, hidden_size: int, num_layers: int, num_heads: int, num_kv_he
       rms_norm_eps=rms_norm_eps, initializer_range=0.02,
       # Storage dtype of the parameters and dtype of the matmuls / activations.
       param_dtype="float32", dtype="bfloat16",
-      # 'xla' | 'cudnn' (jax.nn.dot_product_attention implementations) | 'splash' (TPU Pallas kernel;
-      # interpreted off TPU, for tests).
+      # 'xla' | 'cudnn' (jax.nn.dot_product_attention implementations) | 'splash' (TPU Pallas kernel, chosen
+      # for the mesh's devices; lengths padded to multiples of 128).
       attention_impl="xla",
+      # Run Pallas kernels (splash) in the interpreter: for tests off TPU. Without it, splash on devices other
+      # than TPU is an error.
+      attention_interpret=False,
       # See omnidiff_jax.models.dream.modeling.REMAT_POLICIES.
       remat_policy="none",
       # None, or the speech-input projector (configs/sensevoice.py projector_config, hidden_size equal to
@@ -58,7 +61,8 @@ def base_config(vocab: ml_collections.ConfigDict, model: ml_collections.ConfigDi
 
 
 def qwen25_7b_config(vocab: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  """The Qwen2.5-7B shape used by Dream-7B and Omni-Diffusion, bf16 weights, full remat."""
+  """The Qwen2.5-7B shape used by Dream-7B and Omni-Diffusion for inference: bf16 weights and compute, full
+  remat. Training keeps f32 weights (configs/stages.py, MIXED_PRECISION)."""
   model = model_config(hidden_size=3584, num_layers=28, num_heads=28, num_kv_heads=4, head_dim=128,
                        intermediate_size=18944, vocab_size=vocab.size)
   model.param_dtype = "bfloat16"

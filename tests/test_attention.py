@@ -1,4 +1,6 @@
 """Attention implementations agree: Splash (Pallas, run in interpret mode on CPU) vs XLA."""
+import functools
+
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -27,16 +29,38 @@ def test_splash_matches_xla_with_segments_and_padding():
   q, k, v = _qkv()
   seg = jnp.asarray(np.array([[1] * 70 + [2] * 40 + [0] * 18, [1] * 128]), jnp.int32)
   want = np.asarray(attention.dot_product_attention(q, k, v, seg, "xla"))
-  got = np.asarray(jax.jit(attention.splash_attention)(q, k, v, seg))
+  got = np.asarray(jax.jit(functools.partial(attention.splash_attention, interpret=True))(q, k, v, seg))
   valid = np.asarray(seg) != 0
   np.testing.assert_allclose(got[valid], want[valid], atol=1e-5)
+
+
+@pytest.mark.parametrize("segments", [True, False])
+def test_splash_pads_lengths_that_are_not_block_multiples(segments):
+  """Queries of 70 rows against 200 keys (a KV-cached window): padded to 128 / 256 inside, cut back."""
+  q, _, _ = _qkv(l=70)
+  _, k, v = _qkv(l=200)
+  seg = kv_seg = None
+  if segments:
+    seg = jnp.asarray(np.array([[1] * 50 + [2] * 20, [1] * 70]), jnp.int32)
+    kv_seg = jnp.asarray(np.array([[1] * 120 + [2] * 60 + [0] * 20, [1] * 200]), jnp.int32)
+  want = np.asarray(attention.dot_product_attention(q, k, v, seg, "xla", kv_seg))
+  splash = functools.partial(attention.dot_product_attention, impl="splash", interpret=True)
+  got = np.asarray(jax.jit(splash)(q, k, v, seg, kv_segment_ids=kv_seg))
+  assert got.shape == want.shape == (2, 70, 4, 32)
+  np.testing.assert_allclose(got, want, atol=1e-5)  # measured max error 6e-7
+
+
+def test_splash_off_tpu_without_interpret_is_an_error():
+  q, k, v = _qkv()
+  with pytest.raises(ValueError, match="attention_interpret=True"):
+    jax.jit(attention.splash_attention)(q, k, v, jnp.ones((2, 128), jnp.int32))
 
 
 @pytest.mark.skipif(jax.device_count() < 8, reason="needs 8 (fake) devices")
 def test_splash_model_on_mesh_matches_xla_forward_and_grad(tiny_config):
   cfg_x = tiny_config.model
   cfg_s = cfg_x.copy_and_resolve_references()
-  cfg_s.attention_impl = "splash"
+  cfg_s.attention_impl, cfg_s.attention_interpret = "splash", True
   mesh = sharding.make_mesh(ml_collections.ConfigDict(dict(data=2, fsdp=2, tensor=2)))
   ids = jnp.asarray(np.random.default_rng(1).integers(0, cfg_x.vocab_size, (4, 128)), jnp.int32)
 

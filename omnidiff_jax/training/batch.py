@@ -100,6 +100,15 @@ def batch_sharding(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, PartitionSpec(BATCH_AXES))
 
 
+def abstract_batch(mesh: Mesh, data_cfg: ml_collections.ConfigDict, global_rows: int, seq_len: int
+                   ) -> dict[str, jax.ShapeDtypeStruct]:
+  """Shapes, dtypes and shardings of a global batch of this data config (for ahead-of-time compiles)."""
+  shapes = dict.fromkeys(FIELDS + ("audio_slots",), (global_rows, seq_len)) | {
+      "audio_features": (global_rows, feature_rows(data_cfg), data_cfg.get("feature_dim", 0))}
+  return {name: jax.ShapeDtypeStruct(shapes[name], DTYPES[name], sharding=batch_sharding(mesh))
+          for name in fields(data_cfg)}
+
+
 def global_batch(mesh: Mesh, local: dict[str, np.ndarray], global_rows: int,
                  names: tuple[str, ...] = FIELDS) -> dict[str, jax.Array]:
   """Assembles the processes' local (local_rows, ...) fields `names` into global (global_rows, ...) jax arrays."""

@@ -32,6 +32,7 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from omnidiff_jax import sharding
+from omnidiff_jax.models.dream import attention
 from omnidiff_jax.models.dream.modeling import DreamModel
 from omnidiff_jax.training import batch as batchlib
 from omnidiff_jax.training import loss as losslib
@@ -50,6 +51,7 @@ class Trainer:
   abstract_state: Any     # pytree of ShapeDtypeStruct with shardings (restore target)
   init: Callable[[], Any]
   step: Callable[[Any, dict[str, jax.Array]], tuple[Any, dict[str, jax.Array]]]
+  lower: Callable[[Any, dict[str, Any]], jax.stages.Lowered]  # the step lowered for (abstract) state and batch
   fields: tuple[str, ...]  # the batch fields the step takes (omnidiff_jax.training.batch.fields)
 
 
@@ -77,6 +79,9 @@ def check_speech_config(cfg: ml_collections.ConfigDict) -> None:
 def make_trainer(cfg: ml_collections.ConfigDict, mesh: Mesh) -> Trainer:
   """Builds the optimizer, the state shardings on `mesh` and the jitted step for config `cfg`."""
   check_speech_config(cfg)
+  check_batch_axes(cfg, mesh)
+  if cfg.model.attention_impl == "splash":  # before tracing: a clear error instead of a Pallas lowering failure
+    attention.check_splash_platform(mesh.devices.flat[0].platform, cfg.model.get("attention_interpret", False))
   replicated = NamedSharding(mesh, PartitionSpec())
   with nnx.use_eager_sharding(False), sharding.use_mesh(mesh):
     graphdef, param_state, rest = nnx.split(
@@ -88,11 +93,13 @@ def make_trainer(cfg: ml_collections.ConfigDict, mesh: Mesh) -> Trainer:
     tx = optlib.make_optimizer(cfg.optimizer, abstract_params, cfg.train.steps)
     init = _state_fn(cfg, tx)
     abstract = jax.eval_shape(init)
-    # mu/nu follow their parameter's sharding; masked (frozen) slots stay empty; counters are replicated.
-    opt_shardings = optax.tree_map_params(
-        tx, lambda leaf, s: leaf if isinstance(leaf, optax.MaskedNode) else s, abstract["opt_state"],
-        param_shardings, transform_non_params=lambda _: replicated,
-        is_leaf=lambda x: isinstance(x, optax.MaskedNode))
+  # mu/nu follow their parameter's sharding; masked (frozen) slots stay empty; counters are replicated.
+  # Outside the mesh context: tree_map_params runs tx.init eagerly (on placeholders), and eager arrays cannot
+  # be created on a mesh of topology-only devices (ahead-of-time compiles, tools/aot_compile.py).
+  opt_shardings = optax.tree_map_params(
+      tx, lambda leaf, s: leaf if isinstance(leaf, optax.MaskedNode) else s, abstract["opt_state"],
+      param_shardings, transform_non_params=lambda _: replicated,
+      is_leaf=lambda x: isinstance(x, optax.MaskedNode))
   shardings = dict(params=param_shardings, opt_state=opt_shardings, step=replicated, rng=replicated)
   abstract_state = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings)
   schedule = optlib.learning_rate_schedule(cfg.optimizer, cfg.train.steps)
@@ -111,8 +118,30 @@ def make_trainer(cfg: ml_collections.ConfigDict, mesh: Mesh) -> Trainer:
     with sharding.use_mesh(mesh):
       return jitted_step(state, batch)
 
+  def lower_step(state, batch):
+    with sharding.use_mesh(mesh):
+      return jitted_step.lower(state, batch)
+
   return Trainer(graphdef=graphdef, tx=tx, schedule=schedule, mesh=mesh, shardings=shardings,
-                 abstract_state=abstract_state, init=run_init, step=run_step, fields=fields)
+                 abstract_state=abstract_state, init=run_init, step=run_step, lower=lower_step, fields=fields)
+
+
+def check_batch_axes(cfg: ml_collections.ConfigDict, mesh: Mesh) -> None:
+  """Every device of the batch axes (data x fsdp) must hold whole rows of every micro-batch."""
+  rows, accum = cfg.train.global_rows, cfg.train.grad_accum_steps
+  if rows % accum:
+    raise ValueError(f"train.global_rows={rows} is not divisible by train.grad_accum_steps={accum}")
+  data, fsdp = (mesh.shape[a] for a in batchlib.BATCH_AXES)
+  micro, devices = rows // accum, mesh.size
+  if micro % (data * fsdp) == 0:
+    return
+  fits = [t for t in range(1, devices + 1) if devices % t == 0 and micro % (devices // t) == 0]
+  hint = (f"put devices on the tensor axis (--config.mesh.data=1 --config.mesh.fsdp=-1 "
+          f"--config.mesh.tensor={fits[0]}), or " if fits else "")
+  raise ValueError(
+      f"{micro} rows per micro-batch (train.global_rows={rows} / train.grad_accum_steps={accum}) cannot be split "
+      f"over the {data * fsdp} devices of the batch mesh axes data x fsdp = {data} x {fsdp} (config.mesh): "
+      f"{hint}make train.global_rows / train.grad_accum_steps a multiple of {data * fsdp}")
 
 
 def make_loss_fn(cfg: ml_collections.ConfigDict, graphdef, frozen) -> Callable:
@@ -164,7 +193,7 @@ def _make_step(cfg: ml_collections.ConfigDict, graphdef, tx: optax.GradientTrans
       mb, ids = inputs
       (_, terms), g = grad_fn(state["params"], mb, ids, key)
       if sum_of_means:  # each micro-batch's mean-loss gradient (upstream's DeepSpeed accumulation)
-        g = jax.tree.map(lambda x: x / jnp.maximum(terms.denominator, 1.0), g)
+        g = jax.tree.map(lambda x: (x / jnp.maximum(terms.denominator, 1.0)).astype(x.dtype), g)
       return jax.tree.map(jnp.add, grads, g), terms
 
     zeros = jax.tree.map(jnp.zeros_like, state["params"])
@@ -172,7 +201,9 @@ def _make_step(cfg: ml_collections.ConfigDict, graphdef, tx: optax.GradientTrans
     terms = jax.tree.map(lambda x: jnp.sum(x, axis=0), terms)
     denominator = jnp.maximum(terms.denominator, 1.0)
     if not sum_of_means:
-      grads = jax.tree.map(lambda g: g / denominator, grads)
+      # Kept in the parameters' dtype: a bf16 gradient divided by the f32 denominator would turn f32, and
+      # Adam's moments with it (apply_if_finite's cond then sees mismatched branch types).
+      grads = jax.tree.map(lambda g, p: (g / denominator).astype(p.dtype), grads, state["params"])
     updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
     params = optax.apply_updates(state["params"], updates)
     new_state = dict(params=params, opt_state=opt_state, step=state["step"] + 1, rng=state["rng"])

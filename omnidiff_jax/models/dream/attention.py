@@ -15,6 +15,7 @@ from jax.sharding import PartitionSpec as P
 Array = jax.Array
 
 IMPLEMENTATIONS = ("xla", "cudnn", "splash")
+BLOCK_MULTIPLE = 128  # splash block sizes are multiples of this; lengths are padded to it
 
 
 def attention_mask(segment_ids: Array, kv_segment_ids: Array | None = None) -> Array:
@@ -29,11 +30,12 @@ def attention_mask(segment_ids: Array, kv_segment_ids: Array | None = None) -> A
 
 
 def dot_product_attention(q: Array, k: Array, v: Array, segment_ids: Array | None, impl: str,
-                          kv_segment_ids: Array | None = None) -> Array:
+                          kv_segment_ids: Array | None = None, *, interpret: bool = False) -> Array:
   """Scaled (1/sqrt(H)) softmax attention with the segment mask, by the chosen implementation.
 
   With 'xla' and 'cudnn' masked scores get a large finite negative value, so fully masked (padding) rows
-  average the values instead of producing NaN.
+  average the values instead of producing NaN. 'splash' pads both lengths to its block multiple (see
+  splash_attention); `interpret` runs it in the Pallas interpreter (tests off TPU, model.attention_interpret).
   """
   if impl in ("xla", "cudnn"):
     mask = None if segment_ids is None else attention_mask(segment_ids, kv_segment_ids)
@@ -41,39 +43,67 @@ def dot_product_attention(q: Array, k: Array, v: Array, segment_ids: Array | Non
   if impl == "splash":
     if segment_ids is None:
       segment_ids, kv_segment_ids = jnp.ones(q.shape[:2], jnp.int32), jnp.ones(k.shape[:2], jnp.int32)
-    return splash_attention(q, k, v, segment_ids, kv_segment_ids)
+    return splash_attention(q, k, v, segment_ids, kv_segment_ids, interpret=interpret)
   raise ValueError(f"unknown attention_impl {impl!r}; expected one of {IMPLEMENTATIONS}")
 
 
+def target_platform() -> str:
+  """Platform of the devices being compiled for: the current mesh's ('tpu' for a TPU topology compiled on a
+  CPU host), else the default backend's."""
+  from jax._src import mesh as mesh_lib  # get_concrete_mesh: the only mesh with devices visible under jit
+
+  mesh = mesh_lib.get_concrete_mesh()
+  if mesh is not None and not mesh.empty:
+    return mesh.devices.flat[0].platform
+  return jax.default_backend()
+
+
+def check_splash_platform(platform: str, interpret: bool) -> None:
+  """Splash compiles to a Mosaic kernel only for TPU; elsewhere it runs only in the interpreter, when asked."""
+  if platform != "tpu" and not interpret:
+    raise ValueError(f"attention_impl='splash' is a TPU kernel, but the target devices are {platform!r}: use "
+                     "model.attention_impl='xla' (or 'cudnn' on GPU), or set model.attention_interpret=True to "
+                     "run the Pallas interpreter (slow; for tests)")
+
+
+def padded_length(length: int) -> int:
+  """The length splash pads a sequence of `length` to: the next multiple of BLOCK_MULTIPLE."""
+  return -(-length // BLOCK_MULTIPLE) * BLOCK_MULTIPLE
+
+
 def _block(length: int) -> int:
-  for size in (512, 256, 128):
-    if length % size == 0:
-      return size
-  raise ValueError(f"attention_impl='splash' needs a sequence length that is a multiple of 128, got {length}")
+  """Largest kernel block (512, 256 or 128) dividing a padded length."""
+  return next(size for size in (512, 256, BLOCK_MULTIPLE) if length % size == 0)
 
 
 def splash_attention(q: Array, k: Array, v: Array, segment_ids: Array, kv_segment_ids: Array | None = None, *,
-                     interpret: bool | None = None) -> Array:
-  """TPU Splash attention (full mask + segment ids), shard_mapped over (data, fsdp) x tensor when a mesh is set.
+                     interpret: bool = False) -> Array:
+  """TPU Splash attention (full mask + segment ids), shard_mapped over (data, fsdp) x tensor when a mesh is set
+  (rows replicated over (data, fsdp) when B does not divide them).
 
-  `interpret` runs the Pallas kernel in the interpreter (default: whenever the backend is not TPU), which is
-  how CPU tests check it. Padding query rows attend to the other padding keys here (their outputs are unused).
+  Query and key lengths are padded to multiples of BLOCK_MULTIPLE with segment id 0 (padding: never a key of
+  a real query) and the output is cut back to (B, L, N, H). Padding query rows attend to the other padding
+  keys here (their outputs are unused). `interpret` runs the Pallas interpreter; without it, target devices
+  other than TPU are an error (check_splash_platform), never a silent fallback.
   """
   from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_kernel as sk
   from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_mask as sm
 
-  if interpret is None:
-    interpret = jax.default_backend() != "tpu"
+  check_splash_platform(target_platform(), interpret)
   kv_segment_ids = segment_ids if kv_segment_ids is None else kv_segment_ids
   q_len, kv_len, head_dim = q.shape[1], k.shape[1], q.shape[3]
-  bq, bkv = _block(q_len), _block(kv_len)
+  q_pad, kv_pad = padded_length(q_len) - q_len, padded_length(kv_len) - kv_len
+  pad = lambda x, n: jnp.pad(x, [(0, 0), (0, n)] + [(0, 0)] * (x.ndim - 2))
+  q, segment_ids = pad(q, q_pad), pad(segment_ids, q_pad)
+  k, v, kv_segment_ids = pad(k, kv_pad), pad(v, kv_pad), pad(kv_segment_ids, kv_pad)
+  bq, bkv = _block(q_len + q_pad), _block(kv_len + kv_pad)
   sizes = sk.BlockSizes(block_q=bq, block_kv=bkv, block_kv_compute=bkv, block_q_dkv=bq, block_kv_dkv=bkv,
                         block_kv_dkv_compute=bkv, block_q_dq=bq, block_kv_dq=bkv)
 
   def local(q, k, v, q_seg, kv_seg):
     heads, group = q.shape[2], q.shape[2] // k.shape[2]
-    kernel = sk.make_splash_mha(sm.MultiHeadMask([sm.FullMask((q_len, kv_len))] * heads), block_sizes=sizes,
-                                head_shards=1, q_seq_shards=1, interpret=interpret)
+    mask = sm.MultiHeadMask([sm.FullMask((q.shape[1], k.shape[1]))] * heads)
+    kernel = sk.make_splash_mha(mask, block_sizes=sizes, head_shards=1, q_seq_shards=1, interpret=interpret)
     k, v = jnp.repeat(k, group, axis=2), jnp.repeat(v, group, axis=2)
 
     def one_row(q, k, v, qs, ks):  # (L, N, H) -> kernel layout (N, L, H)
@@ -85,11 +115,13 @@ def splash_attention(q: Array, k: Array, v: Array, segment_ids: Array, kv_segmen
 
   mesh = jax.sharding.get_abstract_mesh()
   if mesh.empty:
-    return local(q, k, v, segment_ids, kv_segment_ids)
+    return local(q, k, v, segment_ids, kv_segment_ids)[:, :q_len]
   tensor = mesh.shape.get("tensor", 1)
   if k.shape[2] % tensor:
     raise ValueError(f"splash attention shards kv heads over tensor={tensor}, but there are {k.shape[2]} kv heads")
-  heads_spec, seg_spec = P(("data", "fsdp"), None, "tensor", None), P(("data", "fsdp"), None)
+  # Rows split over the batch axes; a batch smaller than them (sampling one prompt) is computed on every device.
+  batch_axes = ("data", "fsdp") if q.shape[0] % (mesh.shape.get("data", 1) * mesh.shape.get("fsdp", 1)) == 0 else None
+  heads_spec, seg_spec = P(batch_axes, None, "tensor", None), P(batch_axes, None)
   sharded = jax.shard_map(local, mesh=mesh, out_specs=heads_spec,
                           in_specs=(heads_spec, heads_spec, heads_spec, seg_spec, seg_spec), check_vma=False)
-  return sharded(q, k, v, segment_ids, kv_segment_ids)
+  return sharded(q, k, v, segment_ids, kv_segment_ids)[:, :q_len]

@@ -85,6 +85,7 @@ class Attention(nnx.Module):
     d, h = cfg.hidden_size, cfg.head_dim
     self.num_heads, self.num_kv_heads, self.head_dim = cfg.num_heads, cfg.num_kv_heads, h
     self.impl = cfg.attention_impl
+    self.interpret = bool(cfg.get("attention_interpret", False))  # older stored configs lack the field
     kw = dict(dtype=_dtype(cfg.dtype), param_dtype=_dtype(cfg.param_dtype), rngs=rngs)
     bias_init = lambda names: nnx.with_partitioning(nnx.initializers.zeros_init(), names)
     self.q_proj = nnx.Linear(d, cfg.num_heads * h, use_bias=True, kernel_init=_init(cfg, ("embed", "q_heads")),
@@ -119,7 +120,7 @@ class Attention(nnx.Module):
     """q: (B, L, N, H); k, v: (B, S, K, H); segment_ids: (B, L) of the queries, kv_segment_ids: (B, S) of
     the keys (default: segment_ids; both None: full attention) -> (B, L, D)."""
     b, l = q.shape[:2]
-    out = dot_product_attention(q, k, v, segment_ids, self.impl, kv_segment_ids)
+    out = dot_product_attention(q, k, v, segment_ids, self.impl, kv_segment_ids, interpret=self.interpret)
     out = out.reshape(b, l, self.num_heads * self.head_dim)
     return checkpoint_name(self.o_proj(out), "out_proj")
 

@@ -1,0 +1,10 @@
+"""TPU v6e-256 (256 chips): 128 rows cannot spread over 256 batch devices, so tensor=2 (fsdp=128).
+
+  python tools/aot_compile.py --config configs/tpu/v6e_256.py  # stage 1; :stage2, :stage3 for the others
+"""
+from configs.topologies import topology_config
+
+
+def get_config(arg=None):
+  return topology_config(arg, platform="tpu", topology="v6e:16x16", mesh=(1, 128, 2), rows_per_micro_batch=1,
+                         remat="full", attention="splash")
