@@ -15,12 +15,10 @@ writes the list to --out.
 """
 import json
 import os
-import sys
 
 from absl import app, flags
 from ml_collections import config_flags
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))  # stage configs import the `configs` package
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Stage config with a `target` section.")
 _TARGET = flags.DEFINE_string("target", "", "Overrides config.target: 'tpu:<topology>' (e.g. tpu:v5p:2x2x2) or "
