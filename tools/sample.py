@@ -27,6 +27,7 @@ convert). s2i runs CFG with upstream's unconditional prompt. Raw --prompt_ids (a
       --speech_decoder decoder/ --wav_dir out/
   python tools/sample.py --task t2i --prompt_ids 12,40,7,99 --config.model.num_layers=2     # random tiny model
   python tools/sample.py --task t2i --prompt_ids 1,2,3 --threshold 0.9 --block_size 32 --kv_cache
+  python tools/sample.py --checkpoint /ckpt/omni_orbax ... --mesh 1,1,8      # 8-way tensor parallel
 Without weights the MAGVIT-v2 / speech networks are random (with a warning); tests/test_sample_cli.py runs
 every input kind on tiny random models.
 """
@@ -75,6 +76,8 @@ _TEMPERATURE = flags.DEFINE_float("temperature", None, "Override the temperature
 _BLOCK = flags.DEFINE_integer("block_size", None, "Semi-autoregressive block size.")
 _THRESHOLD = flags.DEFINE_float("threshold", None, "Confidence-threshold parallel decoding (e.g. 0.9).")
 _KV_CACHE = flags.DEFINE_bool("kv_cache", False, "Approximate block KV cache (needs --block_size).")
+_MESH = flags.DEFINE_string("mesh", None, "Device mesh data,fsdp,tensor (one size may be -1) to shard the model over; "
+                            "default: tensor parallel over the devices (sharding.inference_mesh_shape).")
 _SEED = flags.DEFINE_integer("seed", 0, "Sampling seed (and model / random tokenizer-network init seed).")
 _OUT = flags.DEFINE_string("out", None, "Write the results as JSON here (default: print).")
 
@@ -89,13 +92,37 @@ def _parse_ids(text: str, flag: str) -> list[list[int]]:
   return prompts
 
 
-def load_model(cfg, checkpoint: str | None, seed: int):
-  """(model, config): the checkpoint and its stored config when given, else a random init of cfg.model."""
+def make_mesh(spec: str | None, model_cfg):
+  """The --mesh 'data,fsdp,tensor' (over its first devices when no size is -1, else all), or the
+  tensor-parallel default for this model over all devices."""
+  import math
+
+  import jax
+  import ml_collections
+
+  from omnidiff_jax import sharding
+  if spec:
+    try:
+      sizes = [int(x) for x in spec.split(",")]
+    except ValueError:
+      sizes = []
+    if len(sizes) != 3:
+      raise app.UsageError(f"--mesh {spec!r}: expected three sizes data,fsdp,tensor such as 1,1,-1")
+  else:
+    sizes = sharding.inference_mesh_shape(model_cfg, jax.device_count())
+  devices = jax.devices() if -1 in sizes else jax.devices()[:math.prod(sizes)]
+  return sharding.make_mesh(ml_collections.ConfigDict(dict(zip(sharding.MESH_AXES, sizes))), devices)
+
+
+def load_model(cfg, checkpoint: str | None, seed: int, mesh_spec: str | None):
+  """(model, config) sharded over the mesh: the checkpoint and its stored config when given, else a random init
+  of cfg.model."""
+  from omnidiff_jax import sharding
   if checkpoint is not None:
     from omnidiff_jax import checkpoints
-    return checkpoints.load(checkpoint)
-  from omnidiff_jax import sharding
-  return sharding.create_model(cfg.model, seed=seed), cfg
+    from omnidiff_jax.checkpoints import orbax_io
+    return checkpoints.load(checkpoint, mesh=make_mesh(mesh_spec, orbax_io.read_config(checkpoint).model))
+  return sharding.create_model(cfg.model, make_mesh(mesh_spec, cfg.model), seed=seed), cfg
 
 
 def speech_encoder(model):
@@ -205,7 +232,7 @@ def main(argv):
   try:
     if raw_inputs:  # before loading anything: the task's inputs and their files
       inputs.check_inputs(_TASK.value, _TEXT.value, _IMAGE.value, _WAV.value)
-    model, cfg = load_model(_CONFIG.value, _CHECKPOINT.value, _SEED.value)
+    model, cfg = load_model(_CONFIG.value, _CHECKPOINT.value, _SEED.value, _MESH.value)
     vocab = VocabLayout.from_config(cfg.vocab)
     start = time.perf_counter()
     result, sampler_cfg, prompts = (sample_inputs if raw_inputs else sample_ids)(model, vocab, overrides)

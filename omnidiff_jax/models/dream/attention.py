@@ -87,8 +87,11 @@ def splash_attention(q: Array, k: Array, v: Array, segment_ids: Array, kv_segmen
   if mesh.empty:
     return local(q, k, v, segment_ids, kv_segment_ids)
   tensor = mesh.shape.get("tensor", 1)
-  if k.shape[2] % tensor:
-    raise ValueError(f"splash attention shards kv heads over tensor={tensor}, but there are {k.shape[2]} kv heads")
+  if q.shape[2] % tensor:
+    raise ValueError(f"splash attention shards the {q.shape[2]} query heads over tensor={tensor}; choose a mesh "
+                     f"whose tensor axis divides model.num_heads")
+  if k.shape[2] % tensor:  # kv heads replicated (modeling.kv_heads_axis): each query head gets its kv head's copy
+    k, v = jnp.repeat(k, q.shape[2] // k.shape[2], axis=2), jnp.repeat(v, q.shape[2] // k.shape[2], axis=2)
   heads_spec, seg_spec = P(("data", "fsdp"), None, "tensor", None), P(("data", "fsdp"), None)
   sharded = jax.shard_map(local, mesh=mesh, out_specs=heads_spec,
                           in_specs=(heads_spec, heads_spec, heads_spec, seg_spec, seg_spec), check_vma=False)
