@@ -57,8 +57,8 @@ def padded_vocab_size(model_cfg: ml_collections.ConfigDict) -> int:
 
   Omni's 176,264 ids are not divisible by 16, so a tensor axis of 16 could not split the vocabulary; with the
   default multiple of 128 every power-of-two tensor size up to 128 divides the rows. The padding rows are zero
-  in converted checkpoints (HF files keep vocab_size rows: padded on import, cut on export), never looked up,
-  and their logits are masked (DreamModel.logits), so they are never sampled nor scored.
+  (initialised so, zero-padded on HF import, cut on export: HF files keep vocab_size rows), never looked up
+  (DreamModel.embed), and their logits are masked (DreamModel.logits), so they are never sampled nor scored.
   """
   multiple = int(model_cfg.get("vocab_pad_multiple", VOCAB_PAD_MULTIPLE))
   if multiple < 1:

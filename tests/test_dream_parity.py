@@ -50,7 +50,8 @@ def test_padding_matches_unpadded_reference(models):
   segment_ids = np.zeros((1, SEQ), np.int32)
   segment_ids[:, :n_valid] = 1
   positions = np.broadcast_to(np.arange(SEQ, dtype=np.int32), (1, SEQ))
-  got = np.asarray(ours(jnp.asarray(ids), positions=jnp.asarray(positions), segment_ids=jnp.asarray(segment_ids)))[..., :cfg.vocab_size]
+  logits = ours(jnp.asarray(ids), positions=jnp.asarray(positions), segment_ids=jnp.asarray(segment_ids))
+  got = np.asarray(logits)[..., :cfg.vocab_size]
   want = torch_reference.bidirectional_logits(ref, ids[:, :n_valid])
   assert np.abs(got[:, :n_valid] - want).max() <= 1e-4
   assert np.isfinite(got).all(), "fully masked padding rows must not produce NaN"
@@ -65,7 +66,8 @@ def test_left_padding_like_upstream_batching(models):
   valid = np.arange(SEQ) >= n_pad
   segment_ids = valid.astype(np.int32)[None]
   positions = np.maximum(np.cumsum(valid) - 1, 0).astype(np.int32)[None]
-  got = np.asarray(ours(jnp.asarray(ids), positions=jnp.asarray(positions), segment_ids=jnp.asarray(segment_ids)))[..., :cfg.vocab_size]
+  logits = ours(jnp.asarray(ids), positions=jnp.asarray(positions), segment_ids=jnp.asarray(segment_ids))
+  got = np.asarray(logits)[..., :cfg.vocab_size]
   want = torch_reference.bidirectional_logits(ref, ids[:, n_pad:])
   assert np.abs(got[:, n_pad:] - want).max() <= 1e-4
 
@@ -77,7 +79,8 @@ def test_two_packed_segments_match_separate_runs(models):
   ids = _ids(rng, 1, a + b, cfg.vocab_size)
   positions = np.concatenate([np.arange(a), np.arange(b)]).astype(np.int32)[None]
   segment_ids = np.concatenate([np.full(a, 1), np.full(b, 2)]).astype(np.int32)[None]
-  got = np.asarray(ours(jnp.asarray(ids), positions=jnp.asarray(positions), segment_ids=jnp.asarray(segment_ids)))[..., :cfg.vocab_size]
+  logits = ours(jnp.asarray(ids), positions=jnp.asarray(positions), segment_ids=jnp.asarray(segment_ids))
+  got = np.asarray(logits)[..., :cfg.vocab_size]
   want_a = torch_reference.bidirectional_logits(ref, ids[:, :a])
   want_b = torch_reference.bidirectional_logits(ref, ids[:, a:])
   assert np.abs(got[:, :a] - want_a).max() <= 1e-4

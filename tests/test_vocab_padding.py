@@ -13,6 +13,7 @@ from omnidiff_jax import config as cfglib
 from omnidiff_jax import sharding
 from omnidiff_jax.checkpoints import convert, load, orbax_io
 from omnidiff_jax.models.dream import params as hf_names
+from omnidiff_jax.models.dream.modeling import DreamModel
 from omnidiff_jax.sampling import SamplerConfig, generate
 from omnidiff_jax.training import loss as losslib
 from omnidiff_jax.training.config import add_training_sections
@@ -157,3 +158,18 @@ def test_unpadded_checkpoint_still_loads(tmp_path):
   ids = jnp.arange(16, dtype=jnp.int32)[None]
   # Only the lm_head matmul's width differs (384 vs 320 columns): measured max |diff| 1.8e-7.
   np.testing.assert_allclose(np.asarray(model(ids))[..., :320], np.asarray(old(ids)), atol=1e-6, rtol=0)
+
+
+def test_omni_7b_shards_evenly_over_tensor_16():
+  """The real shape on an abstract (1, 1, 16) mesh: 176,264 ids (IndivisibleError over 16 before the padding)
+  become 176,384 rows, 11,024 per device; the 4 kv heads are replicated."""
+  from configs import omni_7b
+  cfg = omni_7b.get_config()
+  mesh = jax.sharding.AbstractMesh((1, 1, 16), sharding.MESH_AXES, axis_types=(jax.sharding.AxisType.Auto,) * 3)
+  with nnx.use_eager_sharding(False), jax.sharding.use_abstract_mesh(mesh), \
+      nnx.logical_axis_rules(sharding.LOGICAL_RULES):
+    state = nnx.state(nnx.eval_shape(lambda: DreamModel(cfg.model, rngs=nnx.Rngs(0))), nnx.Param)
+    shardings = dict(nnx.to_flat_state(nnx.get_named_sharding(state, mesh)))
+  shards = {path: shardings[path].shard_shape(leaf.shape) for path, leaf in nnx.to_flat_state(state)}  # no raise
+  assert shards[("embed_tokens", "embedding")] == (11_024, 3584) and shards[("lm_head", "kernel")] == (3584, 11_024)
+  assert shards[("layers", "self_attn", "k_proj", "kernel")] == (28, 3584, 512)

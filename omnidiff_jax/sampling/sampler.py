@@ -288,11 +288,12 @@ def build_rows(model, prompt_embeds: Array, prompt_mask: np.ndarray, region_len:
       valid.append(np.arange(length)[None].repeat(b, 0) < pu + region_len)
       region_start.append(np.full((b,), pu, np.int32))
   valid = np.concatenate(valid, axis=0)
+  segment_ids = None if valid.all() else jnp.asarray(valid.astype(np.int32))
   positions = _positions(valid)
   if cfg.cfg_scale > 0 and cfg.cfg_alignment == "upstream":
     positions[b:] = np.arange(length, dtype=np.int32)  # upstream passes no position ids
   rows = Rows(base_embeds=jnp.concatenate(embeds, axis=0), region_start=jnp.asarray(np.concatenate(region_start)),
-              positions=jnp.asarray(positions), segment_ids=None if valid.all() else jnp.asarray(valid.astype(np.int32)))
+              positions=jnp.asarray(positions), segment_ids=segment_ids)
   return pad_length(rows, KERNEL_BLOCK if model.cfg.attention_impl == "splash" else 1)
 
 

@@ -49,6 +49,18 @@ def _init(cfg: ml_collections.ConfigDict, names: tuple[str | None, ...]):
   return nnx.with_partitioning(nnx.initializers.normal(cfg.initializer_range), names)
 
 
+def _vocab_init(cfg: ml_collections.ConfigDict, names: tuple[str | None, ...], vocab_axis: int):
+  """_init with the padding past vocab_size on `vocab_axis` zero, as in converted checkpoints. No gradient
+  reaches the padding (never looked up, logits masked), so it stays zero through training and HF export."""
+  normal = nnx.initializers.normal(cfg.initializer_range)
+
+  def init(key, shape, dtype=jnp.float32):
+    real = jax.lax.broadcasted_iota(jnp.int32, shape, vocab_axis) < cfg.vocab_size
+    return jnp.where(real, normal(key, shape, dtype), jnp.zeros((), dtype))
+
+  return nnx.with_partitioning(init, names)
+
+
 class RMSNorm(nnx.Module):
   """Qwen2 RMSNorm: normalise in fp32, cast back to the input dtype, then scale. x: (..., D)."""
 
@@ -198,7 +210,7 @@ class DreamModel(nnx.Module):
       raise ValueError(f"unknown remat_policy {cfg.remat_policy!r}; choose one of {sorted(REMAT_POLICIES)}")
     vocab_rows = padded_vocab_size(cfg)  # >= vocab_size; the padding rows are masked out of the logits
     self.embed_tokens = nnx.Embed(vocab_rows, cfg.hidden_size, dtype=dt, param_dtype=pdt,
-                                  embedding_init=_init(cfg, ("vocab", "embed")), rngs=rngs)
+                                  embedding_init=_vocab_init(cfg, ("vocab", "embed"), 0), rngs=rngs)
 
     @nnx.split_rngs(splits=cfg.num_layers)
     @nnx.vmap(in_axes=(0,), out_axes=0, axis_size=cfg.num_layers,
@@ -209,7 +221,7 @@ class DreamModel(nnx.Module):
     self.layers = make_layers(rngs)
     self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, pdt)
     self.lm_head = nnx.Linear(cfg.hidden_size, vocab_rows, use_bias=False, dtype=dt, param_dtype=pdt,
-                              kernel_init=_init(cfg, ("embed", "vocab")), rngs=rngs)
+                              kernel_init=_vocab_init(cfg, ("embed", "vocab"), 1), rngs=rngs)
     # Built last, so the backbone's initialisation does not depend on whether it exists. Small and replicated
     # (no sharding annotations).
     projector = cfg.get("audio_projector")
@@ -219,7 +231,11 @@ class DreamModel(nnx.Module):
     self.audio_projection = None if projector is None else AudioProjector(projector, rngs=rngs)
 
   def embed(self, input_ids: Array) -> Array:
-    """input_ids: (B, L) int -> (B, L, D) in the compute dtype."""
+    """input_ids: (B, L) int -> (B, L, D) in the compute dtype. Ids outside [0, vocab_size), the padding rows
+    included, are out of range: NaN embeddings."""
+    rows = self.embed_tokens.num_embeddings
+    if rows != self.cfg.vocab_size:
+      input_ids = jnp.where(input_ids < self.cfg.vocab_size, input_ids, rows)
     return self.embed_tokens(input_ids)
 
   def embed_with_audio(self, input_ids: Array, audio_features: Array, audio_slots: Array) -> Array:
