@@ -12,6 +12,8 @@ import ml_collections
 
 # Number of multimodal special tokens upstream adds after the text vocabulary (151667..151687).
 NUM_OMNI_SPECIALS = 21
+# Default of model.vocab_pad_multiple (see padded_vocab_size); also used for configs stored without the field.
+VOCAB_PAD_MULTIPLE = 128
 
 
 def vocab_config(*, text_size: int, num_specials: int, num_audio_codes: int, num_image_codes: int,
@@ -35,6 +37,8 @@ def model_config(*, hidden_size: int, num_layers: int, num_heads: int, num_kv_he
       hidden_size=hidden_size, num_layers=num_layers, num_heads=num_heads, num_kv_heads=num_kv_heads,
       head_dim=head_dim, intermediate_size=intermediate_size, vocab_size=vocab_size, rope_theta=rope_theta,
       rms_norm_eps=rms_norm_eps, initializer_range=0.02,
+      # The embedding and lm_head have vocab_size rounded up to a multiple of this many rows (padded_vocab_size).
+      vocab_pad_multiple=VOCAB_PAD_MULTIPLE,
       # Storage dtype of the parameters and dtype of the matmuls / activations.
       param_dtype="float32", dtype="bfloat16",
       # 'xla' | 'cudnn' (jax.nn.dot_product_attention implementations) | 'splash' (TPU Pallas kernel, chosen
@@ -49,6 +53,20 @@ def model_config(*, hidden_size: int, num_layers: int, num_heads: int, num_kv_he
       # the backbone's): DreamModel then owns `audio_projection` (see DreamModel.embed_with_audio).
       audio_projector=None,
   ))
+
+
+def padded_vocab_size(model_cfg: ml_collections.ConfigDict) -> int:
+  """Rows of the embedding and lm_head: model.vocab_size rounded up to model.vocab_pad_multiple (MaxText-like).
+
+  Omni's 176,264 ids are not divisible by 16, so a tensor axis of 16 could not split the vocabulary; with the
+  default multiple of 128 every power-of-two tensor size up to 128 divides the rows. The padding rows are zero
+  (initialised so, zero-padded on HF import, cut on export: HF files keep vocab_size rows), never looked up
+  (DreamModel.embed), and their logits are masked (DreamModel.logits), so they are never sampled nor scored.
+  """
+  multiple = int(model_cfg.get("vocab_pad_multiple", VOCAB_PAD_MULTIPLE))
+  if multiple < 1:
+    raise ValueError(f"model.vocab_pad_multiple must be a positive integer, got {multiple}")
+  return -(-int(model_cfg.vocab_size) // multiple) * multiple
 
 
 def base_config(vocab: ml_collections.ConfigDict, model: ml_collections.ConfigDict) -> ml_collections.ConfigDict:

@@ -75,6 +75,30 @@ def use_mesh(mesh: Mesh) -> Iterator[Mesh]:
     yield mesh
 
 
+def params_mesh(state) -> Mesh | None:
+  """The mesh the arrays of `state` (any pytree, e.g. a model's nnx.State) are sharded over; None when they
+  live on single devices. Raises ValueError when they are placed over different meshes."""
+  meshes = {leaf.sharding.mesh for leaf in jax.tree.leaves(state)
+            if isinstance(getattr(leaf, "sharding", None), jax.sharding.NamedSharding)}
+  meshes = {m for m in meshes if m.size > 1}
+  if len(meshes) > 1:
+    raise ValueError(f"the parameters are sharded over {len(meshes)} different meshes; place them on one "
+                     f"(checkpoints.load(..., mesh=) or sharding.create_model(..., mesh))")
+  return meshes.pop() if meshes else None
+
+
+def inference_mesh_shape(model_cfg: ml_collections.ConfigDict, num_devices: int) -> tuple[int, int, int]:
+  """Default (data, fsdp, tensor) for sampling: tensor parallel over as many devices as divide both the device
+  count and model.num_heads (8 devices and 28 heads: tensor=4), the rest FSDP.
+
+  Tensor parallelism splits every matmul without gathering weights at each step; capping it at a divisor of
+  the query heads keeps heads whole (kv heads are replicated when tensor > num_kv_heads, see
+  models.dream.modeling.kv_heads_axis).
+  """
+  tensor = max(t for t in range(1, num_devices + 1) if num_devices % t == 0 and model_cfg.num_heads % t == 0)
+  return 1, num_devices // tensor, tensor
+
+
 def create_model(model_cfg: ml_collections.ConfigDict, mesh: Mesh | None = None, seed: int = 0) -> DreamModel:
   """Builds a randomly initialised DreamModel, sharded over `mesh` when given.
 

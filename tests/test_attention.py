@@ -65,7 +65,7 @@ def test_splash_model_on_mesh_matches_xla_forward_and_grad(tiny_config):
   ids = jnp.asarray(np.random.default_rng(1).integers(0, cfg_x.vocab_size, (4, 128)), jnp.int32)
 
   def loss(model):
-    return jnp.mean(model(ids) ** 2)
+    return jnp.mean(model(ids)[..., :cfg_x.vocab_size] ** 2)  # the padded vocabulary's logits are the fill value
 
   results = []
   for cfg in (cfg_x, cfg_s):
@@ -76,3 +76,19 @@ def test_splash_model_on_mesh_matches_xla_forward_and_grad(tiny_config):
   np.testing.assert_allclose(float(ls), float(lx), rtol=1e-5)
   for a, b in zip(jax.tree.leaves(gx), jax.tree.leaves(gs)):
     np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-3, atol=1e-6)
+
+
+@pytest.mark.skipif(jax.device_count() < 8, reason="needs 8 (fake) devices")
+def test_splash_with_kv_heads_replicated_over_tensor():
+  """4 query heads, 2 kv heads, tensor=4: each device's query head gets a copy of its kv head."""
+  q, k, v = _qkv()
+  seg = jnp.asarray(np.array([[1] * 100 + [0] * 28, [1] * 128]), jnp.int32)
+  want = np.asarray(attention.dot_product_attention(q, k, v, seg, "xla"))
+  mesh = sharding.make_mesh(ml_collections.ConfigDict(dict(data=2, fsdp=1, tensor=4)))
+  with sharding.use_mesh(mesh):
+    got = np.asarray(jax.jit(attention.splash_attention)(q, k, v, seg))
+  valid = np.asarray(seg) != 0
+  np.testing.assert_allclose(got[valid], want[valid], atol=1e-5)
+  with sharding.use_mesh(sharding.make_mesh(ml_collections.ConfigDict(dict(data=1, fsdp=1, tensor=8)))):
+    with pytest.raises(ValueError, match="4 query heads over tensor=8"):
+      jax.jit(attention.splash_attention)(q, k, v, seg)

@@ -83,7 +83,7 @@ def test_parity_with_transformers_fp32(orbax_dir, reference):
   assert cfg.vocab.size == 320 and cfg.model.param_dtype == "float32"
   ids = np.random.default_rng(0).integers(0, cfg.model.vocab_size, (2, 48), dtype=np.int32)
   want = torch_reference.bidirectional_logits(reference, ids)
-  got = np.asarray(jax.jit(lambda m, x: m(x))(model, jnp.asarray(ids)))
+  got = np.asarray(jax.jit(lambda m, x: m(x))(model, jnp.asarray(ids)))[..., :cfg.model.vocab_size]
   assert np.abs(got - want).max() <= 3e-6  # measured 4.2e-7
 
 
@@ -107,8 +107,8 @@ def test_restore_onto_different_mesh(tmp_path, hf_dir, reference, write_mesh, re
   weights = torch_reference.state_dict_numpy(reference)
   for name in hf_names.backbone_names():
     value = np.asarray(_param(model, name.path))
-    want = hf_names.to_ours(name, weights.__getitem__, cfg.model.num_layers)
-    np.testing.assert_array_equal(value, want)
+    want = hf_names.to_ours(name, weights.__getitem__, cfg.model.num_layers)  # padding rows: zeros
+    np.testing.assert_array_equal(value, hf_names.vocab_rows(name, want, cfglib.padded_vocab_size(cfg.model)))
 
 
 def _param(model, path):
@@ -160,14 +160,14 @@ def test_dtype_cast_and_load_dtype(tmp_path, hf_dir, reference):
   embed = model.embed_tokens.embedding.get_value()
   assert embed.dtype == jnp.bfloat16
   want = reference.model.embed_tokens.weight.detach().to(torch.bfloat16).float().numpy()
-  np.testing.assert_array_equal(np.asarray(embed, np.float32), want)
+  np.testing.assert_array_equal(np.asarray(embed, np.float32)[:320], want)
   model32, cfg32 = load(tmp_path / "ck", dtype="float32")
   assert cfg32.model.param_dtype == "float32"
   assert model32.embed_tokens.embedding.get_value().dtype == jnp.float32
 
 
 def _dream_like_tiny_dir(tmp_path):
-  """A tiny 'Dream layout' checkpoint: text ids only (200) padded to 224 rows."""
+  """A tiny 'Dream layout' checkpoint: text ids only (200) padded to 224 rows (256 in our layout)."""
   cfg = _tiny()
   cfg.vocab = cfglib.vocab_config(text_size=200, num_specials=0, num_audio_codes=0, num_image_codes=0, size=224)
   cfg.model.vocab_size = 224
@@ -186,14 +186,16 @@ def test_expand_vocab(tmp_path):
   assert cfg.vocab.to_dict() == target.to_dict() and cfg.model.vocab_size == 320
   e_old, e_new = np.asarray(old.embed_tokens.embedding.get_value()), np.asarray(new.embed_tokens.embedding.get_value())
   h_old, h_new = np.asarray(old.lm_head.kernel.get_value()), np.asarray(new.lm_head.kernel.get_value())
-  assert e_new.shape == (320, 128) and h_new.shape == (128, 320)
-  np.testing.assert_array_equal(e_new[:224], e_old)
-  np.testing.assert_array_equal(h_new[:, :224], h_old)
+  # Padded to multiples of 128 rows: 224 -> 256 before, 320 -> 384 after (the padding rows are zeros).
+  assert e_old.shape == (256, 128) and e_new.shape == (384, 128) and h_new.shape == (128, 384)
+  assert not e_old[224:].any() and not e_new[320:].any() and not h_new[:, 320:].any()
+  np.testing.assert_array_equal(e_new[:224], e_old[:224])
+  np.testing.assert_array_equal(h_new[:, :224], h_old[:, :224])
   # New rows: N(0, 0.02) from the seed, embedding rows first, then lm_head rows in HF (rows, hidden) order.
   rng = np.random.default_rng(7)
-  np.testing.assert_array_equal(e_new[224:], rng.normal(0, 0.02, (96, 128)).astype(np.float32))
-  np.testing.assert_array_equal(h_new[:, 224:], rng.normal(0, 0.02, (96, 128)).T.astype(np.float32))
-  fresh = np.concatenate([e_new[224:].ravel(), h_new[:, 224:].ravel()])
+  np.testing.assert_array_equal(e_new[224:320], rng.normal(0, 0.02, (96, 128)).astype(np.float32))
+  np.testing.assert_array_equal(h_new[:, 224:320], rng.normal(0, 0.02, (96, 128)).T.astype(np.float32))
+  fresh = np.concatenate([e_new[224:320].ravel(), h_new[:, 224:320].ravel()])
   assert abs(fresh.std() - 0.02) < 0.002 and abs(fresh.mean()) < 0.002
   np.testing.assert_array_equal(np.asarray(new.layers.mlp.up_proj.kernel.get_value()),
                                 np.asarray(old.layers.mlp.up_proj.kernel.get_value()))

@@ -33,12 +33,14 @@ def test_fp32_logits_match(models):
   cfg, ref, ours, _ = models
   ids = _ids(np.random.default_rng(0), 2, SEQ, cfg.vocab_size)
   want = torch_reference.bidirectional_logits(ref, ids)
-  got = np.asarray(jax.jit(lambda m, x: m(x))(ours, jnp.asarray(ids)))
+  padded = np.asarray(jax.jit(lambda m, x: m(x))(ours, jnp.asarray(ids)))  # (B, L, padded_vocab_size)
+  assert padded.shape[-1] > cfg.vocab_size and (padded[..., cfg.vocab_size:] == np.finfo(np.float32).min).all()
+  got = padded[..., :cfg.vocab_size]
   assert np.abs(got - want).max() <= FP32_ATOL
   # Bidirectional: the last token changes the first position's logits.
   ids2 = ids.copy()
   ids2[:, -1] = (ids2[:, -1] + 1) % cfg.vocab_size
-  assert np.abs(np.asarray(ours(jnp.asarray(ids2)))[:, 0] - got[:, 0]).max() > 1e-6
+  assert np.abs(np.asarray(ours(jnp.asarray(ids2)))[:, 0, :cfg.vocab_size] - got[:, 0]).max() > 1e-6
 
 
 def test_padding_matches_unpadded_reference(models):
@@ -49,7 +51,8 @@ def test_padding_matches_unpadded_reference(models):
   segment_ids = np.zeros((1, SEQ), np.int32)
   segment_ids[:, :n_valid] = 1
   positions = np.broadcast_to(np.arange(SEQ, dtype=np.int32), (1, SEQ))
-  got = np.asarray(ours(jnp.asarray(ids), positions=jnp.asarray(positions), segment_ids=jnp.asarray(segment_ids)))
+  logits = ours(jnp.asarray(ids), positions=jnp.asarray(positions), segment_ids=jnp.asarray(segment_ids))
+  got = np.asarray(logits)[..., :cfg.vocab_size]
   want = torch_reference.bidirectional_logits(ref, ids[:, :n_valid])
   assert np.abs(got[:, :n_valid] - want).max() <= FP32_ATOL
   assert np.isfinite(got).all(), "fully masked padding rows must not produce NaN"
@@ -64,7 +67,8 @@ def test_left_padding_like_upstream_batching(models):
   valid = np.arange(SEQ) >= n_pad
   segment_ids = valid.astype(np.int32)[None]
   positions = np.maximum(np.cumsum(valid) - 1, 0).astype(np.int32)[None]
-  got = np.asarray(ours(jnp.asarray(ids), positions=jnp.asarray(positions), segment_ids=jnp.asarray(segment_ids)))
+  logits = ours(jnp.asarray(ids), positions=jnp.asarray(positions), segment_ids=jnp.asarray(segment_ids))
+  got = np.asarray(logits)[..., :cfg.vocab_size]
   want = torch_reference.bidirectional_logits(ref, ids[:, n_pad:])
   assert np.abs(got[:, n_pad:] - want).max() <= FP32_ATOL
 
@@ -76,7 +80,8 @@ def test_two_packed_segments_match_separate_runs(models):
   ids = _ids(rng, 1, a + b, cfg.vocab_size)
   positions = np.concatenate([np.arange(a), np.arange(b)]).astype(np.int32)[None]
   segment_ids = np.concatenate([np.full(a, 1), np.full(b, 2)]).astype(np.int32)[None]
-  got = np.asarray(ours(jnp.asarray(ids), positions=jnp.asarray(positions), segment_ids=jnp.asarray(segment_ids)))
+  logits = ours(jnp.asarray(ids), positions=jnp.asarray(positions), segment_ids=jnp.asarray(segment_ids))
+  got = np.asarray(logits)[..., :cfg.vocab_size]
   want_a = torch_reference.bidirectional_logits(ref, ids[:, :a])
   want_b = torch_reference.bidirectional_logits(ref, ids[:, a:])
   assert np.abs(got[:, :a] - want_a).max() <= FP32_ATOL
@@ -125,7 +130,7 @@ def test_bf16_logits_close(models):
   hf_names.load_backbone(ours16, weights.__getitem__)
   ids = _ids(np.random.default_rng(5), 2, SEQ, cfg.vocab_size)
   want = torch_reference.bidirectional_logits(ref, ids)
-  got = np.asarray(ours16(jnp.asarray(ids)).astype(jnp.float32))
+  got = np.asarray(ours16(jnp.asarray(ids)).astype(jnp.float32))[..., :cfg.vocab_size]
   err = np.abs(got - want).max()
   assert err <= 0.015, f"bf16 max-abs error {err:.4f} (logit std {want.std():.3f})"
 

@@ -11,6 +11,7 @@ from flax import nnx
 
 from configs import stage1
 from omnidiff_jax import checkpoints, sharding
+from omnidiff_jax import config as cfglib
 from omnidiff_jax.data import records, synthetic
 from omnidiff_jax.training import batch as batchlib
 from omnidiff_jax.training import checkpointing, loop, loss as losslib, optimizer as optlib, train_step
@@ -160,7 +161,7 @@ def test_frozen_patterns_reach_the_projector():
                     (PROJECTOR, "linear_1", "kernel"), (PROJECTOR, "linear_2", "kernel")}
   adam = trainer.abstract_state["opt_state"].inner_state.inner_states["trained"].inner_state[1][0]
   assert isinstance(adam.mu[PROJECTOR]["linear_1"]["kernel"], optax.MaskedNode)  # no optimizer state
-  assert adam.mu["lm_head"]["kernel"].shape == (128, cfg.vocab.size)
+  assert adam.mu["lm_head"]["kernel"].shape == (128, cfglib.padded_vocab_size(cfg.model))
 
 
 def write_speech_source(directory, cfg, count=24, seed=0):

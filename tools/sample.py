@@ -28,6 +28,7 @@ checkpoint (its SenseVoice tensors, the model's projector) or from --sensevoice 
       --speech_decoder decoder/ --wav_dir out/
   python tools/sample.py --task t2i --prompt_ids 12,40,7,99 --config.model.num_layers=2     # random tiny model
   python tools/sample.py --task t2i --prompt_ids 1,2,3 --threshold 0.9 --block_size 32 --kv_cache
+  python tools/sample.py --checkpoint /ckpt/omni_orbax ... --mesh 1,1,8      # 8-way tensor parallel
   python tools/sample.py --task s2i --prompt_ids 5,6,7 --uncond_ids 5 --mode upstream --cfg_alignment upstream \
       --cfg_scale 2.0 --repetition_penalty 1.5 --position_penalty 2.0 --steps 64
 Fidelity and speed: --mode, --cfg_alignment, --cfg_scale, --repetition_penalty, --position_penalty, --alg,
@@ -90,6 +91,8 @@ _CFG_ALIGNMENT = flags.DEFINE_enum("cfg_alignment", None, ["region", "upstream"]
 _REPETITION_PENALTY = flags.DEFINE_float("repetition_penalty", None, "Penalty on ids already decoded (alg "
                                          "entropy-penalty; 1 = off).")
 _POSITION_PENALTY = flags.DEFINE_float("position_penalty", None, "Position-penalty ramp P (1 = off).")
+_MESH = flags.DEFINE_string("mesh", None, "Device mesh data,fsdp,tensor (one size may be -1) to shard the model over; "
+                            "default: tensor parallel over the devices (sharding.inference_mesh_shape).")
 _SEED = flags.DEFINE_integer("seed", 0, "Sampling seed (and model / random tokenizer-network init seed).")
 _OUT = flags.DEFINE_string("out", None, "Write the results as JSON here (default: print).")
 
@@ -104,13 +107,37 @@ def _parse_ids(text: str, flag: str) -> list[list[int]]:
   return prompts
 
 
-def load_model(cfg, checkpoint: str | None, seed: int):
-  """(model, config): the checkpoint and its stored config when given, else a random init of cfg.model."""
+def make_mesh(spec: str | None, model_cfg):
+  """The --mesh 'data,fsdp,tensor' (over its first devices when no size is -1, else all), or the
+  tensor-parallel default for this model over all devices."""
+  import math
+
+  import jax
+  import ml_collections
+
+  from omnidiff_jax import sharding
+  if spec:
+    try:
+      sizes = [int(x) for x in spec.split(",")]
+    except ValueError:
+      sizes = []
+    if len(sizes) != 3:
+      raise app.UsageError(f"--mesh {spec!r}: expected three sizes data,fsdp,tensor such as 1,1,-1")
+  else:
+    sizes = sharding.inference_mesh_shape(model_cfg, jax.device_count())
+  devices = jax.devices() if -1 in sizes else jax.devices()[:math.prod(sizes)]
+  return sharding.make_mesh(ml_collections.ConfigDict(dict(zip(sharding.MESH_AXES, sizes))), devices)
+
+
+def load_model(cfg, checkpoint: str | None, seed: int, mesh_spec: str | None):
+  """(model, config) sharded over the mesh: the checkpoint and its stored config when given, else a random init
+  of cfg.model."""
+  from omnidiff_jax import sharding
   if checkpoint is not None:
     from omnidiff_jax import checkpoints
-    return checkpoints.load(checkpoint)
-  from omnidiff_jax import sharding
-  return sharding.create_model(cfg.model, seed=seed), cfg
+    from omnidiff_jax.checkpoints import orbax_io
+    return checkpoints.load(checkpoint, mesh=make_mesh(mesh_spec, orbax_io.read_config(checkpoint).model))
+  return sharding.create_model(cfg.model, make_mesh(mesh_spec, cfg.model), seed=seed), cfg
 
 
 def speech_encoder(model):
@@ -219,7 +246,7 @@ def main(argv):
   try:
     if raw_inputs:  # before loading anything: the task's inputs and their files
       inputs.check_inputs(_TASK.value, _TEXT.value, _IMAGE.value, _WAV.value)
-    model, cfg = load_model(_CONFIG.value, _CHECKPOINT.value, _SEED.value)
+    model, cfg = load_model(_CONFIG.value, _CHECKPOINT.value, _SEED.value, _MESH.value)
     vocab = VocabLayout.from_config(cfg.vocab)
     start = time.perf_counter()
     result, sampler_cfg, prompts = (sample_inputs if raw_inputs else sample_ids)(model, vocab, overrides)

@@ -128,6 +128,23 @@ def _projector_config(ckpt: HFCheckpoint, model_cfg: ml_collections.ConfigDict, 
                                         param_dtype=np_dtype(ckpt.dtype(width_key)).name))
 
 
+def _read_padded(ckpt: HFCheckpoint, name: hf_names.ParamName, index: tuple[slice, ...], shape: tuple[int, ...],
+                 model_cfg: ml_collections.ConfigDict, dtype: np.dtype) -> np.ndarray:
+  """_read_block of our parameter of (vocab-padded) `shape`: the vocabulary rows past model.vocab_size (the
+  padding, absent from the HF tensors) are zeros."""
+  index = tuple(slice(*s.indices(n)) for s, n in zip(index, shape))
+  rows = None if name.vocab_axis is None else index[name.vocab_axis]
+  if rows is None or rows.stop <= model_cfg.vocab_size:
+    return _read_block(ckpt, name, index, model_cfg.num_layers, dtype)
+  out = np.zeros([s.stop - s.start for s in index], dtype)
+  real = slice(rows.start, max(rows.start, model_cfg.vocab_size))
+  if real.stop > real.start:
+    part = (slice(None),) * name.vocab_axis + (slice(0, real.stop - real.start),)
+    out[part] = _read_block(ckpt, name, index[:name.vocab_axis] + (real,) + index[name.vocab_axis + 1:],
+                            model_cfg.num_layers, dtype)
+  return out
+
+
 def _validate(ckpt: HFCheckpoint, config: ml_collections.ConfigDict | None, mesh: jax.sharding.Mesh | None):
   """Checks an HF checkpoint against the model it describes (and `config`, when given).
 
@@ -165,7 +182,7 @@ def _validate(ckpt: HFCheckpoint, config: ml_collections.ConfigDict | None, mesh
     abstract = dict(nnx.to_flat_state(orbax_io.abstract_model(model_cfg, mesh)[1]))
     expected = set()
     for name in hf_names.backbone_names():
-      shape = hf_names.hf_shape(name, abstract[name.path].shape)
+      shape = hf_names.hf_shape(name, abstract[name.path].shape, model_cfg.vocab_size)
       for key in hf_names.hf_keys(name, model_cfg.num_layers):
         expected.add(key)
         _check_tensor(ckpt, key, shape, problems)
@@ -232,7 +249,7 @@ def hf_to_orbax(hf_dir: str | os.PathLike, out: str | os.PathLike, *,
   def arrays() -> Iterator[tuple[tuple[str, ...], object]]:
     for name in names:
       shape, dt = abstract[name.path].shape, store_dtype[name.path]
-      read = lambda index, name=name, dt=dt: _read_block(ckpt, name, index, model_cfg.num_layers, dt)
+      read = lambda index, name=name, dt=dt: _read_padded(ckpt, name, index, shape, model_cfg, dt)
       if mesh is None:  # plain host arrays: no copy into a device buffer
         array = read(tuple(slice(0, n) for n in shape))
       else:  # each device's block is read on its own
@@ -281,7 +298,7 @@ def orbax_to_hf(ckpt_path: str | os.PathLike, out_dir: str | os.PathLike, *, max
   plan, sources = [], []  # (hf key, nbytes); (tree path, hf_names.ParamName or None)
   for name in hf_names.backbone_names():
     shape, dt = shapes[("params", *name.path)]
-    per_key = int(np.prod(hf_names.hf_shape(name, shape))) * out_dtype(dt).itemsize
+    per_key = int(np.prod(hf_names.hf_shape(name, shape, cfg.model.vocab_size))) * out_dtype(dt).itemsize
     plan += [(k, per_key) for k in hf_names.hf_keys(name, num_layers)]
     sources.append((("params", *name.path), name))
   for path, (shape, dt) in shapes.items():
@@ -299,7 +316,10 @@ def orbax_to_hf(ckpt_path: str | os.PathLike, out_dir: str | os.PathLike, *, max
     for path, name in sources:
       shape, dt = shapes[path]
       value = _restore_numpy(ckpt_path, path, shape, dt)
-      pieces = hf_names.to_hf(name, value, num_layers) if name else [(".".join(path[1:]), value)]
+      if name:  # HF files keep vocab_size rows: the padding is cut
+        pieces = hf_names.to_hf(name, hf_names.vocab_rows(name, value, cfg.model.vocab_size), num_layers)
+      else:
+        pieces = [(".".join(path[1:]), value)]
       for key, piece in pieces:
         piece = piece.astype(out_dtype(piece.dtype), copy=False)
         bar.update(piece.nbytes)
@@ -346,6 +366,7 @@ def expand_vocab(src: str | os.PathLike, out: str | os.PathLike, *, vocab: ml_co
   shapes = orbax_io.array_shapes(src)
   cfg.vocab = vocab
   cfg.model.vocab_size = new
+  rows = cfglib.padded_vocab_size(cfg.model)
   meta = dict(meta, config=cfg.to_dict())
   if meta.get("hf_config"):
     meta["hf_config"] = dict(meta["hf_config"], vocab_size=new)
@@ -353,10 +374,10 @@ def expand_vocab(src: str | os.PathLike, out: str | os.PathLike, *, vocab: ml_co
   def arrays():
     for path, (shape, dt) in tqdm(shapes.items(), desc="expand-vocab", disable=not progress):
       value = _restore_numpy(src, path, shape, dt)
-      if path == ("params", "embed_tokens", "embedding"):
-        value = np.concatenate([value, new_embed.astype(dt)], axis=0)
+      if path == ("params", "embed_tokens", "embedding"):  # the old padding rows are dropped, the new added
+        value = np.concatenate([value[:old], new_embed.astype(dt), np.zeros((rows - new, hidden), dt)], axis=0)
       elif path == ("params", "lm_head", "kernel"):
-        value = np.concatenate([value, new_head.T.astype(dt)], axis=1)
+        value = np.concatenate([value[:, :old], new_head.T.astype(dt), np.zeros((hidden, rows - new), dt)], axis=1)
       yield path, value
 
   orbax_io.write(os.path.join(out, str(step)), arrays(), meta)

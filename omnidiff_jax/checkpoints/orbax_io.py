@@ -40,6 +40,7 @@ from flax import nnx
 from orbax.checkpoint import v1 as ocp_v1
 
 from omnidiff_jax import sharding
+from omnidiff_jax.models.dream import params as hf_names
 from omnidiff_jax.models.dream.modeling import DreamModel
 
 STATE = "state"  # the Orbax item holding the arrays
@@ -130,19 +131,21 @@ def array_shapes(path: str | os.PathLike) -> dict[tuple[str, ...], tuple[tuple[i
           for keypath, m in flat}
 
 
-def restore(path: str | os.PathLike, target: dict) -> dict:
+def restore(path: str | os.PathLike, target: dict, zero_pad: frozenset[tuple[str, ...]] = frozenset()) -> dict:
   """Restores the subtree `target` (nested dict of jax.ShapeDtypeStruct, with shardings or not).
 
   Leaves with a sharding come back as jax.Arrays placed accordingly; leaves without one as numpy
-  arrays. Dtypes are cast to the target's. Arrays not named in `target` are not read.
+  arrays. Dtypes are cast to the target's. Arrays not named in `target` are not read. Sharded leaves at the
+  tree paths in `zero_pad` may be stored smaller than the target: they are padded with zeros.
   """
 
-  def args(leaf):
+  def args(key_path, leaf):
     if getattr(leaf, "sharding", None) is None:
       return ocp.RestoreArgs(restore_type=np.ndarray, dtype=leaf.dtype)
-    return ocp.ArrayRestoreArgs(sharding=leaf.sharding, global_shape=leaf.shape, dtype=leaf.dtype)
+    strict = tuple(k.key for k in key_path) not in zero_pad
+    return ocp.ArrayRestoreArgs(sharding=leaf.sharding, global_shape=leaf.shape, dtype=leaf.dtype, strict=strict)
 
-  restore_args = jax.tree.map(args, target)
+  restore_args = jax.tree_util.tree_map_with_path(args, target)
   with ocp.PyTreeCheckpointer() as checkpointer:
     return checkpointer.restore(resolve_step(path).absolute() / STATE, args=ocp.args.PyTreeRestore(
         target, restore_args=restore_args, partial_restore=True))
@@ -183,6 +186,19 @@ def abstract_model(model_cfg: ml_collections.ConfigDict, mesh: jax.sharding.Mesh
   return graphdef, state
 
 
+def _unpadded_vocab(path, model_cfg: ml_collections.ConfigDict, abstract: dict) -> frozenset[tuple[str, ...]]:
+  """Tree paths of the vocabulary parameters stored with model.vocab_size rows (checkpoints written before
+  the vocabulary padding); `load` zero-pads them to padded_vocab_size. Other shape mismatches still fail."""
+  stored = array_shapes(path)
+  out = set()
+  for name in hf_names.backbone_names():
+    key = ("params", *name.path)
+    if name.vocab_axis is not None and key in stored and stored[key][0] != abstract[name.path].shape and \
+        stored[key][0] == hf_names.unpadded_shape(name, abstract[name.path].shape, model_cfg.vocab_size):
+      out.add(key)
+  return frozenset(out)
+
+
 def load(path: str | os.PathLike, *, mesh: jax.sharding.Mesh | None = None,
          dtype: str | None = None) -> tuple[DreamModel, ml_collections.ConfigDict]:
   """Loads a converted or trained checkpoint as a ready DreamModel.
@@ -206,6 +222,7 @@ def load(path: str | os.PathLike, *, mesh: jax.sharding.Mesh | None = None,
     device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
     abstract = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=device), abstract)
   target = {"params": nnx.to_pure_dict(abstract)}
-  params = restore(path, target)["params"]
+  params = restore(path, target, zero_pad=_unpadded_vocab(path, cfg.model, dict(nnx.to_flat_state(abstract))))
+  params = params["params"]
   nnx.replace_by_pure_dict(abstract, params)
   return nnx.merge(graphdef, abstract), cfg

@@ -8,6 +8,7 @@ model output at row index P + g - 1.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 
@@ -17,11 +18,13 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from omnidiff_jax import sharding
 from omnidiff_jax.sampling import logits as logits_lib
 from omnidiff_jax.sampling.schedule import Plan, SamplerConfig, make_plan
 
 Array = jax.Array
 _TRACES = [0]
+KERNEL_BLOCK = 128  # with attention_impl 'splash', rows are padded to a multiple of the kernel's smallest block
 
 
 def trace_count() -> int:
@@ -31,7 +34,7 @@ def trace_count() -> int:
 
 @dataclasses.dataclass(frozen=True)
 class Specials:
-  """Token ids the loop needs (static). vocab_size: number of logits."""
+  """Token ids the loop needs (static). vocab_size: number of logits (the padded vocabulary, padded_vocab_size)."""
   mask_id: int
   vocab_size: int
 
@@ -43,11 +46,13 @@ class Rows:
   base_embeds: (R, L, D) prompt embeddings in place, zeros on the region and on padding.
   region_start: (R,) row index where the region's embeddings go (P for conditional rows).
   positions: (R, L) int position ids; segment_ids: (R, L) int (0 = padding) or None for full attention.
+  tail_padding: padding rows appended after the region (pad_length), so L = P + G + tail_padding.
   """
   base_embeds: Array
   region_start: Array
   positions: Array
   segment_ids: Array | None
+  tail_padding: int = flax.struct.field(pytree_node=False, default=0)
 
 
 @flax.struct.dataclass
@@ -227,17 +232,21 @@ def _run(graphdef, state, rows: Rows, region: Array, key: Array, *, cfg: Sampler
          ) -> SampleResult:
   model = nnx.merge(graphdef, state)
   region_len = region.shape[1]
-  prompt_len = rows.base_embeds.shape[1] - region_len
+  prompt_len = rows.base_embeds.shape[1] - rows.tail_padding - region_len
   return _loop(model, rows, region, key, cfg, specials, make_plan(cfg, region_len), prompt_len)
 
 
 def run(model, cfg: SamplerConfig, rows: Rows, region: Array, key: Array, specials: Specials) -> SampleResult:
   """Runs the compiled loop. rows: model-batch inputs (see build_rows); region: (B, G) initial region.
 
-  Compiles once per (shapes, cfg, specials, model graph).
+  Compiles once per (shapes, cfg, specials, model graph). With parameters sharded over a mesh (e.g.
+  checkpoints.load(..., mesh=)) the loop runs under that mesh and its logical axis rules (tensor-parallel
+  heads, MLP and vocabulary), so the model's activation constraints and the Splash kernel see it.
   """
   graphdef, state = nnx.split(model)
-  return _run(graphdef, state, rows, region, key, cfg=cfg, specials=specials)
+  mesh = sharding.params_mesh(state)
+  with contextlib.nullcontext() if mesh is None else sharding.use_mesh(mesh):
+    return _run(graphdef, state, rows, region, key, cfg=cfg, specials=specials)
 
 
 def _positions(valid: np.ndarray) -> np.ndarray:
@@ -285,5 +294,25 @@ def build_rows(model, prompt_embeds: Array, prompt_mask: np.ndarray, region_len:
   valid = np.concatenate(valid, axis=0)
   segment_ids = None if valid.all() else jnp.asarray(valid.astype(np.int32))
   positions = _positions(valid)  # all-valid unconditional rows ('upstream') get arange(L): upstream passes none
-  return Rows(base_embeds=jnp.concatenate(embeds, axis=0), region_start=jnp.asarray(np.concatenate(region_start)),
+  rows = Rows(base_embeds=jnp.concatenate(embeds, axis=0), region_start=jnp.asarray(np.concatenate(region_start)),
               positions=jnp.asarray(positions), segment_ids=segment_ids)
+  return pad_length(rows, KERNEL_BLOCK if model.cfg.attention_impl == "splash" else 1)
+
+
+def pad_length(rows: Rows, multiple: int) -> Rows:
+  """Rows padded at the end to a length that is a multiple of `multiple` (Splash's block: KERNEL_BLOCK).
+
+  The attention wrapper pads any length itself, but inside every layer of every step; padding the rows once
+  here makes those pads no-ops.
+
+  The new rows are padding (segment id 0, zero embeddings, position 1): no query attends to them, so the
+  sampled tokens are unchanged.
+  """
+  r, length = rows.base_embeds.shape[:2]
+  extra = -length % multiple
+  if not extra:
+    return rows
+  segment_ids = jnp.ones((r, length), jnp.int32) if rows.segment_ids is None else rows.segment_ids
+  pad = lambda x, value: jnp.concatenate([x, jnp.full((r, extra, *x.shape[2:]), value, x.dtype)], axis=1)
+  return Rows(base_embeds=pad(rows.base_embeds, 0), region_start=rows.region_start, positions=pad(rows.positions, 1),
+              segment_ids=pad(segment_ids, 0), tail_padding=rows.tail_padding + extra)

@@ -117,8 +117,11 @@ def splash_attention(q: Array, k: Array, v: Array, segment_ids: Array, kv_segmen
   if mesh.empty:
     return local(q, k, v, segment_ids, kv_segment_ids)[:, :q_len]
   tensor = mesh.shape.get("tensor", 1)
-  if k.shape[2] % tensor:
-    raise ValueError(f"splash attention shards kv heads over tensor={tensor}, but there are {k.shape[2]} kv heads")
+  if q.shape[2] % tensor:
+    raise ValueError(f"splash attention shards the {q.shape[2]} query heads over tensor={tensor}; choose a mesh "
+                     f"whose tensor axis divides model.num_heads")
+  if k.shape[2] % tensor:  # kv heads replicated (modeling.kv_heads_axis): each query head gets its kv head's copy
+    k, v = jnp.repeat(k, q.shape[2] // k.shape[2], axis=2), jnp.repeat(v, q.shape[2] // k.shape[2], axis=2)
   # Rows split over the batch axes; a batch smaller than them (sampling one prompt) is computed on every device.
   batch_axes = ("data", "fsdp") if q.shape[0] % (mesh.shape.get("data", 1) * mesh.shape.get("fsdp", 1)) == 0 else None
   heads_spec, seg_spec = P(batch_axes, None, "tensor", None), P(batch_axes, None)

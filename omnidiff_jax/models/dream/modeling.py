@@ -23,6 +23,7 @@ from flax import nnx
 from flax.linen import with_logical_constraint
 from jax.ad_checkpoint import checkpoint_name
 
+from omnidiff_jax.config import padded_vocab_size
 from omnidiff_jax.models.dream.attention import dot_product_attention
 from omnidiff_jax.models.speech_in.adapter import AudioProjector, splice_features
 
@@ -46,6 +47,18 @@ def _dtype(name: str) -> jnp.dtype:
 
 def _init(cfg: ml_collections.ConfigDict, names: tuple[str | None, ...]):
   return nnx.with_partitioning(nnx.initializers.normal(cfg.initializer_range), names)
+
+
+def _vocab_init(cfg: ml_collections.ConfigDict, names: tuple[str | None, ...], vocab_axis: int):
+  """_init with the padding past vocab_size on `vocab_axis` zero, as in converted checkpoints. No gradient
+  reaches the padding (never looked up, logits masked), so it stays zero through training and HF export."""
+  normal = nnx.initializers.normal(cfg.initializer_range)
+
+  def init(key, shape, dtype=jnp.float32):
+    real = jax.lax.broadcasted_iota(jnp.int32, shape, vocab_axis) < cfg.vocab_size
+    return jnp.where(real, normal(key, shape, dtype), jnp.zeros((), dtype))
+
+  return nnx.with_partitioning(init, names)
 
 
 class RMSNorm(nnx.Module):
@@ -78,11 +91,23 @@ def apply_rope(x: Array, cos: Array, sin: Array) -> Array:
   return x * cos + rotated * sin
 
 
+def kv_heads_axis(num_kv_heads: int) -> str | None:
+  """Logical axis of the k/v projections' output: 'kv_heads' (split over the tensor axis), or None (replicated)
+  when the current mesh's tensor axis does not divide num_kv_heads (e.g. 4 kv heads, tensor=8). Replicating the
+  kv heads when tensor > num_kv_heads (the usual tensor-parallel treatment of GQA) keeps every kv head whole on
+  each device instead of splitting heads mid-way (which would be gathered again in every attention); under GQA
+  the k/v projections are small (K/N of q's)."""
+  mesh = jax.sharding.get_abstract_mesh()
+  tensor = 1 if mesh.empty else mesh.shape.get("tensor", 1)
+  return "kv_heads" if num_kv_heads % tensor == 0 else None
+
+
 class Attention(nnx.Module):
   """Grouped-query self-attention with q/k/v bias and no o bias."""
 
   def __init__(self, cfg: ml_collections.ConfigDict, *, rngs: nnx.Rngs):
     d, h = cfg.hidden_size, cfg.head_dim
+    kv_axis = kv_heads_axis(cfg.num_kv_heads)
     self.num_heads, self.num_kv_heads, self.head_dim = cfg.num_heads, cfg.num_kv_heads, h
     self.impl = cfg.attention_impl
     self.interpret = bool(cfg.get("attention_interpret", False))  # older stored configs lack the field
@@ -90,10 +115,10 @@ class Attention(nnx.Module):
     bias_init = lambda names: nnx.with_partitioning(nnx.initializers.zeros_init(), names)
     self.q_proj = nnx.Linear(d, cfg.num_heads * h, use_bias=True, kernel_init=_init(cfg, ("embed", "q_heads")),
                              bias_init=bias_init(("q_heads",)), **kw)
-    self.k_proj = nnx.Linear(d, cfg.num_kv_heads * h, use_bias=True, kernel_init=_init(cfg, ("embed", "kv_heads")),
-                             bias_init=bias_init(("kv_heads",)), **kw)
-    self.v_proj = nnx.Linear(d, cfg.num_kv_heads * h, use_bias=True, kernel_init=_init(cfg, ("embed", "kv_heads")),
-                             bias_init=bias_init(("kv_heads",)), **kw)
+    self.k_proj = nnx.Linear(d, cfg.num_kv_heads * h, use_bias=True, kernel_init=_init(cfg, ("embed", kv_axis)),
+                             bias_init=bias_init((kv_axis,)), **kw)
+    self.v_proj = nnx.Linear(d, cfg.num_kv_heads * h, use_bias=True, kernel_init=_init(cfg, ("embed", kv_axis)),
+                             bias_init=bias_init((kv_axis,)), **kw)
     self.o_proj = nnx.Linear(cfg.num_heads * h, d, use_bias=False, kernel_init=_init(cfg, ("q_heads", "embed")),
                              **kw)
 
@@ -184,8 +209,9 @@ class DreamModel(nnx.Module):
     pdt, dt = _dtype(cfg.param_dtype), _dtype(cfg.dtype)
     if cfg.remat_policy not in REMAT_POLICIES:
       raise ValueError(f"unknown remat_policy {cfg.remat_policy!r}; choose one of {sorted(REMAT_POLICIES)}")
-    self.embed_tokens = nnx.Embed(cfg.vocab_size, cfg.hidden_size, dtype=dt, param_dtype=pdt,
-                                  embedding_init=_init(cfg, ("vocab", "embed")), rngs=rngs)
+    vocab_rows = padded_vocab_size(cfg)  # >= vocab_size; the padding rows are masked out of the logits
+    self.embed_tokens = nnx.Embed(vocab_rows, cfg.hidden_size, dtype=dt, param_dtype=pdt,
+                                  embedding_init=_vocab_init(cfg, ("vocab", "embed"), 0), rngs=rngs)
 
     @nnx.split_rngs(splits=cfg.num_layers)
     @nnx.vmap(in_axes=(0,), out_axes=0, axis_size=cfg.num_layers,
@@ -195,8 +221,8 @@ class DreamModel(nnx.Module):
 
     self.layers = make_layers(rngs)
     self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, pdt)
-    self.lm_head = nnx.Linear(cfg.hidden_size, cfg.vocab_size, use_bias=False, dtype=dt, param_dtype=pdt,
-                              kernel_init=_init(cfg, ("embed", "vocab")), rngs=rngs)
+    self.lm_head = nnx.Linear(cfg.hidden_size, vocab_rows, use_bias=False, dtype=dt, param_dtype=pdt,
+                              kernel_init=_vocab_init(cfg, ("embed", "vocab"), 1), rngs=rngs)
     # Built last, so the backbone's initialisation does not depend on whether it exists. Small and replicated
     # (no sharding annotations).
     projector = cfg.get("audio_projector")
@@ -206,7 +232,11 @@ class DreamModel(nnx.Module):
     self.audio_projection = None if projector is None else AudioProjector(projector, rngs=rngs)
 
   def embed(self, input_ids: Array) -> Array:
-    """input_ids: (B, L) int -> (B, L, D) in the compute dtype."""
+    """input_ids: (B, L) int -> (B, L, D) in the compute dtype. Ids outside [0, vocab_size), the padding rows
+    included, are out of range: NaN embeddings."""
+    rows = self.embed_tokens.num_embeddings
+    if rows != self.cfg.vocab_size:
+      input_ids = jnp.where(input_ids < self.cfg.vocab_size, input_ids, rows)
     return self.embed_tokens(input_ids)
 
   def embed_with_audio(self, input_ids: Array, audio_features: Array, audio_slots: Array) -> Array:
@@ -280,13 +310,21 @@ class DreamModel(nnx.Module):
     return x, cos, sin
 
   def logits(self, hidden: Array) -> Array:
-    """hidden: (B, L, D) -> unshifted logits (B, L, V) in the compute dtype."""
+    """hidden: (B, L, D) -> unshifted logits (B, L, Vp) in the compute dtype, Vp = padded_vocab_size.
+
+    The Vp - vocab_size padding columns hold the dtype's lowest finite value (the sampler's fill value; finite
+    so that CFG's cond - uncond stays 0 there), whatever the padding weights: they get zero probability in
+    the loss's softmax and are never sampled.
+    """
     out = self.lm_head(hidden)
+    if out.shape[-1] != self.cfg.vocab_size:
+      real = jnp.arange(out.shape[-1]) < self.cfg.vocab_size
+      out = jnp.where(real, out, jnp.finfo(out.dtype).min)
     return with_logical_constraint(out, ("activation_batch", "activation_length", "activation_vocab"))
 
   def __call__(self, input_ids: Array | None = None, *, inputs_embeds: Array | None = None,
                positions: Array | None = None, segment_ids: Array | None = None) -> Array:
-    """Unshifted logits (B, L, V): logit i predicts token i + 1.
+    """Unshifted logits (B, L, Vp) (see `logits`): logit i predicts token i + 1.
 
     Give exactly one of input_ids (B, L) or inputs_embeds (B, L, D). positions default to arange(L).
     """

@@ -2,6 +2,8 @@
 
 HF stores a Linear weight as (out, in); our nnx.Linear kernels are (in, out), so kernels are transposed.
 Decoder-layer parameters carry a leading (num_layers,) axis on our side and one HF tensor per layer.
+The embedding and lm_head have padded_vocab_size rows on our side and vocab_size in HF: zero rows are added
+on import and cut on export (`vocab_rows`).
 """
 from __future__ import annotations
 
@@ -9,6 +11,8 @@ import dataclasses
 from typing import Callable, Iterator
 
 import numpy as np
+
+from omnidiff_jax.config import padded_vocab_size
 
 _LAYER = "model.layers.{i}."
 
@@ -18,6 +22,7 @@ class ParamName:
   path: tuple[str, ...]      # our flat nnx path, e.g. ('layers', 'mlp', 'up_proj', 'kernel')
   hf_key: str                # HF key; contains '{i}' for per-layer tensors
   transpose: bool            # HF (out, in) -> ours (in, out)
+  vocab_axis: int | None = None  # our axis over the vocabulary (padded_vocab_size rows), if any
 
   @property
   def per_layer(self) -> bool:
@@ -33,7 +38,7 @@ def _linear(ours: str, theirs: str, bias: bool) -> list[ParamName]:
 
 def backbone_names() -> list[ParamName]:
   """Every backbone parameter, in a fixed order."""
-  names = [ParamName(("embed_tokens", "embedding"), "model.embed_tokens.weight", False)]
+  names = [ParamName(("embed_tokens", "embedding"), "model.embed_tokens.weight", False, vocab_axis=0)]
   for proj in ("q_proj", "k_proj", "v_proj"):
     names += _linear(f"self_attn/{proj}", f"self_attn.{proj}", bias=True)
   names += _linear("self_attn/o_proj", "self_attn.o_proj", bias=False)
@@ -42,7 +47,7 @@ def backbone_names() -> list[ParamName]:
   for norm in ("input_layernorm", "post_attention_layernorm"):
     names.append(ParamName(("layers", norm, "weight"), _LAYER + norm + ".weight", False))
   names.append(ParamName(("norm", "weight"), "model.norm.weight", False))
-  names.append(ParamName(("lm_head", "kernel"), "lm_head.weight", True))
+  names.append(ParamName(("lm_head", "kernel"), "lm_head.weight", True, vocab_axis=1))
   return names
 
 
@@ -58,6 +63,17 @@ def transpose_2d(x: np.ndarray, out: np.ndarray | None = None, block: int = 512)
     for c in range(0, x.shape[1], block):
       out[c:c + block, r:r + block] = x[r:r + block, c:c + block].T
   return out
+
+
+def vocab_rows(name: ParamName, value: np.ndarray, rows: int) -> np.ndarray:
+  """`value` (our layout) with its vocabulary axis cut or zero-padded to `rows`; other parameters unchanged."""
+  if name.vocab_axis is None or value.shape[name.vocab_axis] == rows:
+    return value
+  if value.shape[name.vocab_axis] > rows:
+    return value[(slice(None),) * name.vocab_axis + (slice(0, rows),)]
+  widths = [(0, 0)] * value.ndim
+  widths[name.vocab_axis] = (0, rows - value.shape[name.vocab_axis])
+  return np.pad(value, widths)
 
 
 def to_ours(name: ParamName, get_tensor: Callable[[str], np.ndarray], num_layers: int) -> np.ndarray:
@@ -93,10 +109,11 @@ def load_backbone(model, get_tensor: Callable[[str], np.ndarray]) -> None:
       problems.append(f"missing key {e.args[0]!r} (for {'/'.join(name.path)})")
       continue
     target = variables[name.path].get_value()
-    if value.shape != target.shape:
-      problems.append(f"{name.hf_key}: shape {value.shape} in our layout, expected {target.shape}")
+    expected = unpadded_shape(name, target.shape, model.cfg.vocab_size)
+    if value.shape != expected:
+      problems.append(f"{name.hf_key}: shape {value.shape} in our layout, expected {expected}")
       continue
-    values[name.path] = value
+    values[name.path] = vocab_rows(name, value, padded_vocab_size(model.cfg))
   if problems:
     raise ValueError("cannot load the checkpoint:\n  " + "\n  ".join(problems))
   for path, value in values.items():
@@ -113,7 +130,17 @@ def is_extra(hf_key: str) -> bool:
   return hf_key.startswith(EXTRA_PREFIXES)
 
 
-def hf_shape(name: ParamName, our_shape: tuple[int, ...]) -> tuple[int, ...]:
-  """Shape of each HF tensor of `name`, given the shape of our (possibly layer-stacked) parameter."""
-  shape = our_shape[1:] if name.per_layer else our_shape
+def unpadded_shape(name: ParamName, our_shape: tuple[int, ...], vocab_size: int) -> tuple[int, ...]:
+  """Our (vocab-padded) shape of `name` with the vocabulary axis at vocab_size rows, as HF stores it."""
+  shape = list(our_shape)
+  if name.vocab_axis is not None:
+    shape[name.vocab_axis] = vocab_size
+  return tuple(shape)
+
+
+def hf_shape(name: ParamName, our_shape: tuple[int, ...], vocab_size: int) -> tuple[int, ...]:
+  """Shape of each HF tensor of `name`, given the shape of our (possibly layer-stacked, vocab-padded) parameter
+  and the model's vocab_size (the HF row count)."""
+  shape = unpadded_shape(name, our_shape, vocab_size)
+  shape = shape[1:] if name.per_layer else shape
   return tuple(reversed(shape)) if name.transpose else tuple(shape)
