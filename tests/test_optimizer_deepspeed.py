@@ -90,7 +90,9 @@ def _grad_norm(reduction: str, accum: int) -> float:
   cfg = stage1.get_config("tiny")
   cfg.train.seq_len, cfg.data.max_len, cfg.metrics.tensorboard = 48, 8, False
   cfg.train.grad_accum_steps, cfg.optimizer.grad_accum_reduction = accum, reduction
-  cfg.mesh.data, cfg.mesh.fsdp, cfg.mesh.tensor = 1, 8, 1
+  # 4 rows per micro-batch over the 4 batch devices; fp32 compute: the reduction, not the precision, is under test.
+  cfg.mesh.data, cfg.mesh.fsdp, cfg.mesh.tensor = 1, 4, 2
+  cfg.model.dtype = "float32"
   mesh = sharding.make_mesh(cfg.mesh)
   trainer = train_step.make_trainer(cfg, mesh)
   state = trainer.init()

@@ -11,6 +11,7 @@ from configs import sensevoice_tiny, tiny, whisper_vq_tiny
 from omnidiff_jax.models.speech_in import params as speech_in
 from omnidiff_jax.models.speech_in import adapter as audio_adapter, sensevoice, whisper_vq
 from omnidiff_jax import sharding
+from omnidiff_jax.config import padded_vocab_size
 
 FIXTURES = pathlib.Path(__file__).parent / "fixtures"
 
@@ -85,7 +86,7 @@ def test_splice_into_backbone_embeddings(sv):
   np.testing.assert_array_equal(spliced[0, 5:18], projected[0, :13])
   np.testing.assert_array_equal(spliced[1, 20:30], projected[1, :10])
   np.testing.assert_array_equal(np.asarray(spliced)[~slots], np.asarray(embeds)[~slots])
-  assert logits.shape == (2, 40, backbone_cfg.vocab_size) and bool(jnp.isfinite(logits).all())
+  assert logits.shape == (2, 40, padded_vocab_size(backbone_cfg)) and bool(jnp.isfinite(logits).all())
   assert not np.allclose(logits, plain_logits)
 
 

@@ -70,7 +70,7 @@ def compile_sampler(cfg: ml_collections.ConfigDict, mesh: jax.sharding.Mesh, sam
                     batch: int, prompt_len: int, region_len: int) -> tuple[Any, float]:
   """(compiled sampler loop, compile seconds): sampling.sampler's jitted loop for the config's model."""
   graphdef, state, rows, region, key = sampler_inputs(cfg, mesh, batch, prompt_len, region_len)
-  specials = sampler.Specials(mask_id=VocabLayout.from_config(cfg.vocab).mask_id, vocab_size=cfg.model.vocab_size)
+  specials = sampler.Specials.for_model(cfg.model, VocabLayout.from_config(cfg.vocab).mask_id)
   start = time.perf_counter()
   with sharding.use_mesh(mesh):
     compiled = sampler._run.lower(graphdef, state, rows, region, key, cfg=sampler_cfg, specials=specials).compile()

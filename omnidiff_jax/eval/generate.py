@@ -133,7 +133,7 @@ def generate(model, vocab: VocabLayout, mesh, requests: Sequence[Request], *, ba
   data = mesh.shape["data"]
   if batch_size % data:
     raise ValueError(f"batch_size {batch_size} must be a multiple of the mesh's data axis ({data})")
-  specials = sampler.Specials(mask_id=vocab.mask_id, vocab_size=model.cfg.vocab_size)
+  specials = sampler.Specials.for_model(model.cfg, vocab.mask_id)
   tokens: list[np.ndarray | None] = [None] * len(requests)
   seconds = [0.0] * len(requests)
   stats = Stats()

@@ -7,7 +7,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from omnidiff_jax.config import padded_vocab_size
 from omnidiff_jax.models.speech_in.adapter import splice_features
 from omnidiff_jax.sampling import sampler
 from omnidiff_jax.sampling.schedule import SamplerConfig
@@ -114,7 +113,7 @@ def generate(model, cfg: SamplerConfig, vocab: VocabLayout, *, prompt_ids=None, 
       uncond_ids, uncond_mask = uncond_ids.repeat(batch, 0), uncond_mask.repeat(batch, 0)
     uncond_embeds = model.embed(jnp.asarray(uncond_ids))
   rows = sampler.build_rows(model, prompt_embeds, prompt_mask, region_len, cfg, uncond_embeds, uncond_mask)
-  specials = sampler.Specials(mask_id=vocab.mask_id, vocab_size=padded_vocab_size(model.cfg))
+  specials = sampler.Specials.for_model(model.cfg, vocab.mask_id)
   return sampler.run(model, cfg, rows, jnp.asarray(region), jax.random.key(seed), specials)
 
 

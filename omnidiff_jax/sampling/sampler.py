@@ -19,6 +19,7 @@ import numpy as np
 from flax import nnx
 
 from omnidiff_jax import sharding
+from omnidiff_jax.config import padded_vocab_size
 from omnidiff_jax.sampling import logits as logits_lib
 from omnidiff_jax.sampling.schedule import Plan, SamplerConfig, make_plan
 
@@ -37,6 +38,11 @@ class Specials:
   """Token ids the loop needs (static). vocab_size: number of logits (the padded vocabulary, padded_vocab_size)."""
   mask_id: int
   vocab_size: int
+
+  @classmethod
+  def for_model(cls, model_cfg, mask_id: int) -> "Specials":
+    """The mask id and the model's number of logits (its vocabulary padded to model.vocab_pad_multiple)."""
+    return cls(mask_id=mask_id, vocab_size=padded_vocab_size(model_cfg))
 
 
 @flax.struct.dataclass
