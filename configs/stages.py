@@ -19,6 +19,8 @@ Every stage's model has the speech-input projector (`model.audio_projector`, inp
 the SenseVoice encoder's output width: 512, tiny 32 as configs/sensevoice_tiny.py), so the parameter tree is
 the same in all stages; it only receives gradients from rows with user speech (data.feature_rows > 0).
 """
+import os
+
 from configs import sensevoice, sensevoice_tiny
 from omnidiff_jax.data import stages as data_stages
 from omnidiff_jax.training.config import add_training_sections
@@ -43,6 +45,7 @@ def stage_config(stage: str, arg: str | None):
                                 warmup_steps=4)
     cfg.data.min_len, cfg.data.max_len = 4, 12
     cfg.data.feature_dim = sensevoice_tiny.get_config().encoder.output_size
+    cfg.data.online = online_tokenizers(tiny=True)
     cfg.checkpoint.save_every, cfg.metrics.log_every = 10, 5
     cfg.model.update(TRAINING_MODEL)
     return with_projector(cfg)
@@ -52,8 +55,19 @@ def stage_config(stage: str, arg: str | None):
                               seq_len=3072, warmup_steps=720)
   cfg.data = data_stages.data_config(number, DATA_ROOT, seq_len=cfg.train.seq_len,
                                      feature_dim=sensevoice.encoder_config().output_size)
+  cfg.data.online = online_tokenizers(tiny=False)
   cfg.model.update(TRAINING_MODEL)
   return with_projector(cfg)
+
+
+def online_tokenizers(tiny: bool):
+  """data.online with our media-tokenizer configs (the tiny ones for ':tiny'), for sources of kind 'manifest' /
+  'tfds': --config.data.sources.<name>.kind=manifest --config.data.online.text_tokenizer=<tokenizer.json>."""
+  here = os.path.dirname(os.path.abspath(__file__))
+  names = (("magvit.py:tiny", "whisper_vq_tiny.py", "sensevoice_tiny.py") if tiny else
+           ("magvit.py", "whisper_vq.py", "sensevoice.py"))
+  return data_stages.online_config(**{f"{kind}_config": os.path.join(here, name)
+                                      for kind, name in zip(("magvit", "whisper_vq", "sensevoice"), names)})
 
 
 def with_projector(cfg):

@@ -112,3 +112,31 @@ def test_png_and_wav_manifest_to_shards_to_two_training_steps(tmp_path):
                               adapter=""))))
   result = loop.train(cfg, str(tmp_path / "run"))
   assert result["step"] == 2 and np.isfinite(result["loss"])
+
+
+def test_training_reads_the_png_and_wav_manifest_directly(tmp_path):
+  """A 'manifest' source is tokenized inside the Grain pipeline by the media tokenizers of data.online."""
+  from configs import stage1
+  from omnidiff_jax.data import pipeline
+  from omnidiff_jax.training import loop
+  vocab = VocabLayout.from_config(cfglib.vocab_config(**VOCAB))
+  tiny_tokenizer.build(vocab).save(str(tmp_path / "tokenizer.json"))
+  cfg = stage1.get_config("tiny")
+  cfg.vocab, cfg.model.vocab_size = cfglib.vocab_config(**VOCAB), VOCAB["size"]
+  cfg.train.steps, cfg.train.seq_len, cfg.optimizer.warmup_steps = 2, 1280, 1
+  cfg.checkpoint.async_save, cfg.metrics.tensorboard = False, False
+  online = cfg.data.online
+  cfg.data = ml_collections.ConfigDict(dict(
+      source="mixture", seed=0, on_error="error", num_packing_bins=1, tail_pad_max=16, feature_rows=cfg.train.seq_len,
+      feature_dim=32, read_threads=1, prefetch=0, online=online,
+      sources=dict(media=dict(kind="manifest", path=str(_media_manifest(tmp_path)), weight=1.0, split="",
+                              data_dir="", adapter=""))))
+  with pytest.raises(ValueError, match="data.online.text_tokenizer"):
+    pipeline.make_source(cfg)
+  cfg.data.online.text_tokenizer = str(tmp_path / "tokenizer.json")
+  with pytest.warns(UserWarning, match="random"):
+    batch = next(pipeline.make_source(cfg))
+  image_ids = ((batch["input_ids"] >= vocab.image_offset) & (batch["input_ids"] < vocab.size)).sum()
+  assert image_ids > 0 and batch["audio_slots"].sum() > 0  # images and user speech went through the tokenizers
+  result = loop.train(cfg, str(tmp_path / "run"))
+  assert result["step"] == 2 and np.isfinite(result["loss"])

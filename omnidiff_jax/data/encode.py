@@ -185,3 +185,25 @@ class SampleEncoder:
     if isinstance(result, BadSample):
       raise result
     return result
+
+
+def online_encoder(vocab: VocabLayout, data_cfg) -> SampleEncoder:
+  """The SampleEncoder of `data.online`, for sources of kind 'manifest' / 'tfds' (tokenized inside the pipeline):
+  the Qwen2 BPE of online.text_tokenizer and our MAGVIT-v2 / WhisperVQ / SenseVoice (omnidiff_jax.media_tokenizers)
+  from online.{magvit,whisper_vq,sensevoice}_config and their converted weights ('' = random, with a warning)."""
+  online = data_cfg.get("online")
+  if online is None or not online.get("text_tokenizer"):
+    raise ValueError("data sources of kind 'manifest' / 'tfds' are tokenized while training and need "
+                     "data.online.text_tokenizer (the checkpoint's tokenizer.json or its directory); or tokenize "
+                     "them first with tools/tokenize_data.py and use kind 'array_record'")
+  from omnidiff_jax import vocab as vocab_lib
+  from omnidiff_jax.media_tokenizers import MediaTokenizers
+  vocab_lib.verify_tokenizer(vocab, online.text_tokenizer)
+  media = MediaTokenizers.from_configs(
+      magvit=online.magvit_config, whisper_vq=online.whisper_vq_config, sensevoice=online.sensevoice_config,
+      magvit_weights=online.magvit or None, whisper_vq_weights=online.whisper_vq or None,
+      sensevoice_weights=online.sensevoice or None, cmvn_file=online.cmvn, seed=online.seed)
+  if media.feature_dim != data_cfg.feature_dim:
+    raise ValueError(f"data.online.sensevoice_config gives user-speech features of width {media.feature_dim}, but "
+                     f"data.feature_dim={data_cfg.feature_dim}")
+  return SampleEncoder(vocab, vocab_lib.load_tokenizer(online.text_tokenizer), media, feature_dim=data_cfg.feature_dim)

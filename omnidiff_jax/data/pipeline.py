@@ -27,7 +27,7 @@ import numpy as np
 
 from omnidiff_jax.data import manifest as manifest_lib
 from omnidiff_jax.data import packing, records
-from omnidiff_jax.data.encode import SampleEncoder
+from omnidiff_jax.data.encode import SampleEncoder, online_encoder
 from omnidiff_jax.data.errors import BadInputPolicy, BadSample
 from omnidiff_jax.data.interfaces import Record
 from omnidiff_jax.vocab import VocabLayout
@@ -146,11 +146,15 @@ def build(data_cfg: ml_collections.ConfigDict, vocab: VocabLayout, *, seq_len: i
 def make_source(cfg: ml_collections.ConfigDict, *, process_index: int = 0, process_count: int = 1,
                 encoder: SampleEncoder | None = None) -> grain.DatasetIterator:
   """Same entry point as omnidiff_jax.data.synthetic.make_source: this process's checkpointable iterator of
-  local batches, from cfg.vocab, cfg.data, cfg.train.global_rows and cfg.train.seq_len."""
+  local batches, from cfg.vocab, cfg.data, cfg.train.global_rows and cfg.train.seq_len. Sources of kind
+  'manifest' / 'tfds' are tokenized here, by `encoder` or else encode.online_encoder(cfg.data)."""
   global_rows = cfg.train.global_rows
   if global_rows % process_count:
     raise ValueError(f"train.global_rows={global_rows} is not divisible by {process_count} processes")
-  pipeline = build(cfg.data, VocabLayout.from_config(cfg.vocab), seq_len=cfg.train.seq_len,
+  vocab = VocabLayout.from_config(cfg.vocab)
+  if encoder is None and any(s.kind != "array_record" for s in cfg.data.sources.values() if s.weight > 0):
+    encoder = online_encoder(vocab, cfg.data)
+  pipeline = build(cfg.data, vocab, seq_len=cfg.train.seq_len,
                    local_rows=global_rows // process_count, process_index=process_index,
                    process_count=process_count, encoder=encoder)
   return iter(pipeline.dataset)

@@ -72,4 +72,15 @@ def data_config(stage: int, root: str = "data/tokenized", *, seq_len: int = 3072
   return ml_collections.ConfigDict(dict(
       source="mixture", seed=seed, on_error="skip", num_packing_bins=1, tail_pad_max=16, pad_attention="masked",
       feature_rows=feature_rows, feature_dim=feature_dim, read_threads=4, prefetch=64,
-      sources=ml_collections.ConfigDict(sources)))
+      sources=ml_collections.ConfigDict(sources), online=online_config()))
+
+
+def online_config(**overrides) -> ml_collections.ConfigDict:
+  """The `data.online` section: how sources of kind 'manifest' / 'tfds' are tokenized while training
+  (omnidiff_jax.data.encode.online_encoder). text_tokenizer: tokenizer.json or the checkpoint directory; the
+  *_config fields: media-tokenizer config files[:arg] (configs/stages.py fills in ours); magvit, whisper_vq,
+  sensevoice: converted weight files ('' = random networks, with a warning); cmvn: SenseVoiceSmall's am.mvn."""
+  cfg = ml_collections.ConfigDict(dict(text_tokenizer="", magvit_config="", magvit="", whisper_vq_config="",
+                                       whisper_vq="", sensevoice_config="", sensevoice="", cmvn="", seed=0))
+  cfg.update(overrides)
+  return cfg
