@@ -37,7 +37,7 @@ class CocoT2I(Evaluator):
     if not len(codes):
       raise ValueError("the region holds no image codes")
     path = ensure_parent(prefix + ".png")
-    preprocess.decode_to_pngs(self.ctx.image_tokenizer, codes[None], [path], batch_size=1)
+    preprocess.decode_to_pngs(self.ctx.image_tokenizer.model, codes[None], [path], batch_size=1)
     image = Image.open(path).convert("RGB")
     caption = sample.reference.get("caption") or sample.inputs.get("text", "")
     real = Image.open(sample.reference["image"]).convert("RGB")
