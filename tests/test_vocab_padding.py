@@ -7,11 +7,10 @@ import ml_collections
 import numpy as np
 import pytest
 from flax import nnx
-from safetensors import safe_open
 
 from omnidiff_jax import config as cfglib
 from omnidiff_jax import sharding
-from omnidiff_jax.checkpoints import convert, load, orbax_io
+from omnidiff_jax.checkpoints import convert, load, orbax_io, safetensors_io
 from omnidiff_jax.models.dream import params as hf_names
 from omnidiff_jax.models.dream.modeling import DreamModel
 from omnidiff_jax.sampling import SamplerConfig, generate
@@ -107,14 +106,6 @@ def test_loss_equals_the_unpadded_models():
   np.testing.assert_array_equal(head[:, :320], np.asarray(grads_unpadded.lm_head.kernel.get_value()))
 
 
-def _hf_tensors(directory):
-  out = {}
-  for f in sorted(directory.glob("*.safetensors")):
-    with safe_open(str(f), framework="np") as st:
-      out.update({k: st.get_tensor(k) for k in st.keys()})
-  return out
-
-
 @pytest.mark.skipif(jax.device_count() < 8, reason="needs 8 (fake) devices")
 def test_indivisible_vocab_converts_and_loads_on_tensor_8(tmp_path):
   """300 ids (300 % 8 = 4: unshardable over tensor=8 without padding) -> 384 rows; HF round trip bit-equal."""
@@ -135,7 +126,7 @@ def test_indivisible_vocab_converts_and_loads_on_tensor_8(tmp_path):
   want = torch_reference.bidirectional_logits(reference, ids)
   assert np.abs(got[..., :300] - want).max() <= 1e-4  # as test_checkpoint_convert's fp32 parity bound
   convert.orbax_to_hf(tmp_path / "ck", tmp_path / "back", progress=False)
-  before, after = _hf_tensors(tmp_path / "hf"), _hf_tensors(tmp_path / "back")
+  before, after = (safetensors_io.HFCheckpoint(tmp_path / d).read_all() for d in ("hf", "back"))
   assert sorted(before) == sorted(after) and after["model.embed_tokens.weight"].shape == (300, 128)
   for key in before:
     assert before[key].dtype == after[key].dtype and before[key].tobytes() == after[key].tobytes(), key

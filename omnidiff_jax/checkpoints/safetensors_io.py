@@ -119,6 +119,10 @@ class HFCheckpoint:
         return f.get_tensor(key)
       return f.get_slice(key)[index]
 
+  def read_all(self) -> dict[str, np.ndarray]:
+    """Every tensor, read fully in its stored dtype (small checkpoints: tests, round-trip checks)."""
+    return {key: self.read(key) for key in self.keys()}
+
 
 def np_dtype(safetensors_dtype: str) -> np.dtype:
   import ml_dtypes
