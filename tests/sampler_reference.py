@@ -221,7 +221,8 @@ def generate(model, inputs_embeds: torch.Tensor, max_new_tokens: int, s: Referen
 
         num_mask_token = (x[:, block_mask] == mask_token_id).sum()
         number_transfer_tokens = int(num_mask_token * (1 - s_ / t)) if i < steps - 1 else num_mask_token
-        number_transfer_tokens = max(number_transfer_tokens, 1)
+        number_transfer_tokens = max(number_transfer_tokens, 1)  # 1 even when the block has no masks left:
+        # all confidences are then -inf and topk picks by torch's tie order (omnidiff_jax schedule.topk_tie_rank)
 
         if number_transfer_tokens > 0:
           if alg_temp is None or alg_temp == 0:

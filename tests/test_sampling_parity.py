@@ -184,6 +184,35 @@ def test_blocks_left_masked_like_upstream(models, region_len, boa):
   assert (default != vocab.mask_id).all()
 
 
+def test_filled_block_reveals_outside_it_like_upstream(models, monkeypatch):
+  """Region 24, blocks of 8, 24 steps, the `<|begin_of_audio|>` pre-fill at index 4: block 0 has 7 masks and 8
+  steps, so it is filled after 7 and upstream's 8th step takes the top-1 of 16 all -inf confidences, revealing
+  the masked position torch's top-k puts first among the ties (rank 10 of 16: region index 18, in block 2).
+  A wrong tie rank changes the tokens (11 of 24 differ with rank 1)."""
+  ref, ours, vocab = models
+  prompt = _prompt(4, 10, vocab)
+  settings = sampler_reference.ReferenceSettings(steps=24, alg="entropy", top_p=0.9, block_size=8,
+                                                 add_boa_token=True)
+  want = _reference(ref, vocab, prompt, 24, settings)
+  assert (want != vocab.mask_id).all()
+  np.testing.assert_array_equal(_generate(ours, _ours(settings), vocab, prompt, 24), want)
+  monkeypatch.setattr(sampler, "topk_tie_rank", lambda: np.ones(64, np.int32))
+  sampler._run.clear_cache()
+  try:
+    assert (_generate(ours, _ours(settings), vocab, prompt, 24) != want).any(), "the tie rank must matter here"
+  finally:
+    sampler._run.clear_cache()
+
+
+def test_topk_tie_rank_matches_torch():
+  """torch.topk(c, 1) on n equal values (upstream's all -inf confidences) returns schedule.topk_tie_rank()[n]."""
+  from omnidiff_jax.sampling import schedule
+  ties = schedule.topk_tie_rank(400)
+  got = [int(torch.topk(torch.full((n,), -torch.inf), 1).indices[0]) for n in range(1, 400)]
+  assert got == ties[1:].tolist()
+  assert ties[schedule.TOPK_TIE_CUTOFF:].tolist() == [0] * (400 - schedule.TOPK_TIE_CUTOFF)  # partial_sort path
+
+
 def test_top_p_at_temperature_0_with_bf16_ties(models):
   """Logits rounded to bfloat16 (as a bf16 model gives them) tie often. Tie rule: the kept count and the kept
   values do not depend on the order of tied logits, so neither do the token (argmax, first index) and the

@@ -56,7 +56,8 @@ def test_sharded_forward_equals_single_device(tiny_config):
     args = [jax.device_put(x, batch) for x in (ids, positions, segment_ids)]
     got = nnx.jit(fwd)(sharded, *args)
   assert len(got.sharding.device_set) == 8
-  np.testing.assert_allclose(np.asarray(got), want, atol=2e-5, rtol=1e-5)
+  # measured max |diff| 4.5e-7 (the padded vocabulary's fill logits, -3.4e38, are equal: rtol 0, not relative)
+  np.testing.assert_allclose(np.asarray(got), want, atol=4e-6, rtol=0)
 
 
 @pytest.mark.parametrize("sizes", [(1, 1, 8), (1, 2, 4)])
@@ -76,4 +77,4 @@ def test_kv_heads_replicated_when_tensor_exceeds_them(tiny_config, sizes):
   want = np.asarray(fwd(sharding.create_model(tiny_config.model, seed=3), ids, segment_ids))
   with sharding.use_mesh(mesh):
     got = np.asarray(fwd(model, ids, segment_ids))
-  np.testing.assert_allclose(got, want, atol=5e-6, rtol=0)
+  np.testing.assert_allclose(got, want, atol=4e-6, rtol=0)  # measured 4.8e-7 for both meshes

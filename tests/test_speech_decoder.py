@@ -91,7 +91,8 @@ def test_weight_norm_folding_matches_torch():
     state = {k: v.detach().numpy() for k, v in wn.state_dict().items()}
     folded = ckpt.fold_weight_norm(state)
     assert set(folded) == {"weight", "bias"}
-    np.testing.assert_allclose(folded["weight"], wn.weight.detach().numpy(), rtol=1e-6, atol=1e-7)
+    # measured relative 1.2e-7 (Conv1d), 1.2e-7 (ConvTranspose1d): torch's norm sums in another order
+    np.testing.assert_allclose(folded["weight"], wn.weight.detach().numpy(), rtol=1e-6, atol=0)
 
 
 def test_converter_lists_every_mismatch(cfg):
@@ -121,8 +122,8 @@ def test_convert_then_decode_to_wav(cfg, tmp_path):
   assert run.returncode == 0, run.stderr[-3000:]
   decoder = ckpt.load_decoder(cfg, str(tmp_path / "ckpt"), token_bucket=8)
   _, hift_state = _fixture("hift")
-  np.testing.assert_allclose(decoder.hift.conv_post.weight[...],
-                             ckpt.fold_weight_norm(hift_state)["conv_post.weight"], rtol=1e-6)
+  np.testing.assert_array_equal(decoder.hift.conv_post.weight[...],   # measured bit-equal: the same folding
+                                ckpt.fold_weight_norm(hift_state)["conv_post.weight"])
   codes = [np.arange(5) * 7 % 64, np.arange(3) + 10]
   paths = [str(tmp_path / "a.wav"), str(tmp_path / "b.wav")]
   wavs = decode_to_wav(codes, paths, decoder=decoder, seed=1, n_timesteps=2)

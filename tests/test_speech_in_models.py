@@ -43,7 +43,10 @@ def test_sensevoice_encoder_parity(sv):
 
 
 def test_sensevoice_bfloat16_runs_close(sv):
-  """Upstream runs the frozen encoder in bf16; our bf16 path stays within bf16 rounding of the fp32 result."""
+  """Upstream runs the frozen encoder in bf16; our bf16 path stays within bf16 rounding of the fp32 result.
+
+  Relative L2 error against upstream's fp32 output, measured: ours in bf16 8.0e-3; upstream's own module run in
+  bf16 (torch, the fixture's weights) 9.9e-3. The bound is twice the reference's own fp32-vs-bf16 spread."""
   data, sd, _, _ = sv
   cfg = sensevoice_tiny.get_config().encoder
   cfg.dtype = "bfloat16"
@@ -52,7 +55,7 @@ def test_sensevoice_bfloat16_runs_close(sv):
   out, _ = nnx.jit(lambda m, f, l: m(f, l))(encoder, data["feats"], data["lengths"])
   assert out.dtype == jnp.bfloat16
   got, want = np.asarray(out[0, :13], np.float32), data["encoder_out"][0, :13]
-  assert np.linalg.norm(got - want) / np.linalg.norm(want) < 0.05
+  assert np.linalg.norm(got - want) / np.linalg.norm(want) < 0.02
 
 
 def test_projector_parity(sv):
@@ -103,7 +106,7 @@ def test_whisper_vq_parity(vq):
   (hidden, _), (codes, mask) = nnx.jit(lambda m, x, k: (m.encode(x, k), m(x, k)))(
       model, data["mels"], data["mel_mask"])
   # The quantizer's continuous input (after the pooled-rate layer) matches upstream's.
-  np.testing.assert_allclose(hidden, data["vq_input"], atol=6e-7, rtol=0)  # measured 6.3e-8
+  np.testing.assert_allclose(hidden, data["vq_input"], atol=6e-7, rtol=0)  # measured 2.4e-7 (values up to 1.1)
   np.testing.assert_array_equal(mask, data["code_mask"])
   assert codes.shape == data["codes"].shape
   # Codes whose best and second-best squared distances differ by far more than fp32 rounding (~1e-8 here).

@@ -21,7 +21,7 @@ from flax import nnx
 from omnidiff_jax import sharding
 from omnidiff_jax.config import padded_vocab_size
 from omnidiff_jax.sampling import logits as logits_lib
-from omnidiff_jax.sampling.schedule import Plan, SamplerConfig, make_plan
+from omnidiff_jax.sampling.schedule import Plan, SamplerConfig, make_plan, reveals_outside_block, topk_tie_rank
 
 Array = jax.Array
 _TRACES = [0]
@@ -133,6 +133,20 @@ def _window_logits(model, cfg: SamplerConfig, rows: Rows, carry: Carry, first_ro
   return logits, kv, full_forwards, cached_forwards
 
 
+def _outside_block_reveal(masked: Array, candidates: Array) -> Array:
+  """Upstream's reveal when the active block has no masks left: its top-1 over all -inf confidences takes the
+  masked position (of the flattened batch, in region order) that torch's CPU top-k puts first among n ties.
+
+  masked, candidates: (B, G) bool (the window is the whole region) -> (B, G) bool, at most one True.
+  """
+  flat = masked.reshape(-1)
+  n = jnp.sum(flat)
+  ties = jnp.asarray(topk_tie_rank())
+  rank = jnp.where(n < ties.shape[0], ties[jnp.minimum(n, ties.shape[0] - 1)], 0)
+  chosen = flat & (jnp.cumsum(flat) - 1 == rank) & ~jnp.any(candidates)
+  return chosen.reshape(masked.shape)
+
+
 def _select(cfg: SamplerConfig, candidates: Array, confidence: Array, prob: Array, t: Array, s: Array,
             last: Array, key: Array) -> Array:
   """Which window positions to reveal this step. candidates, confidence, prob: (B, W) -> (B, W) bool."""
@@ -161,6 +175,7 @@ def _loop(model, rows: Rows, region: Array, key: Array, cfg: SamplerConfig, spec
   _TRACES[0] += 1
   num_cond, g = region.shape
   window = plan.window
+  outside_block = reveals_outside_block(cfg)  # upstream mode: a filled block's steps reveal other positions
   starts, ends = jnp.asarray(plan.block_starts), jnp.asarray(plan.block_ends)
   block_steps, timesteps = jnp.asarray(plan.block_steps), jnp.asarray(plan.timesteps)
   kv = None
@@ -206,11 +221,13 @@ def _loop(model, rows: Rows, region: Array, key: Array, cfg: SamplerConfig, spec
     candidates = (window_tokens == specials.mask_id) & in_block[None]
     last = i == block_steps[b] - 1
     reveal = _select(cfg, candidates, confidence, prob, timesteps[b, i], timesteps[b, i + 1], last, reveal_key)
+    if outside_block:  # the window is the whole region
+      reveal |= _outside_block_reveal(window_tokens == specials.mask_id, candidates)
     window_tokens = jnp.where(reveal, x0, window_tokens)
     new_region = jax.lax.dynamic_update_slice_in_dim(carry.region, window_tokens, window_start, axis=1)
 
     # Not `candidates & ~reveal`: in upstream mode a position "revealed" as the mask id stays masked.
-    block_done = last | ~jnp.any((window_tokens == specials.mask_id) & in_block[None])
+    block_done = last | ~jnp.any((window_tokens == specials.mask_id) & (in_block[None] | outside_block))
     return Carry(region=new_region, block=jnp.where(block_done, b + 1, b), step=jnp.where(block_done, 0, i + 1),
                  iteration=carry.iteration + 1, kv=kv, full_forwards=full_forwards,
                  cached_forwards=cached_forwards)
@@ -219,12 +236,13 @@ def _loop(model, rows: Rows, region: Array, key: Array, cfg: SamplerConfig, spec
     return carry.block < len(plan.block_steps)
 
   def skip_filled_blocks(carry: Carry) -> Carry:
-    """Moves past blocks with nothing to generate (fixed by inpainting) or given 0 steps (upstream mode)
-    without a model call."""
+    """Moves past blocks with nothing to generate (fixed by inpainting; with outside-block reveals: nothing
+    masked in the region) or given 0 steps (upstream mode) without a model call."""
     def filled(c: Carry) -> Array:
       index = jnp.arange(g)
       in_block = (index >= starts[c.block]) & (index < ends[c.block])
-      nothing_to_do = ~jnp.any((c.region == specials.mask_id) & in_block[None]) | (block_steps[c.block] == 0)
+      pending = (c.region == specials.mask_id) & (in_block[None] | outside_block)
+      nothing_to_do = ~jnp.any(pending) | (block_steps[c.block] == 0)
       return (c.block < len(plan.block_steps)) & nothing_to_do
     return jax.lax.while_loop(filled, lambda c: c.replace(block=c.block + 1), carry)
 

@@ -40,9 +40,12 @@ class SamplerConfig:
     upstream's reveal count over the flattened batch, its repetition-penalty id filter (ids 0 and mask
     excluded, none at the first step), the mask id may be predicted (the position then stays masked), its block
     count (after the `<|begin_of_audio|>` pre-fill) and its 0-step blocks (see make_plan): token-identical
-    parity at batch 1 (tests/test_sampling_parity.py). Not reproduced: when a block fills before its last step
-    (possible with the pre-fill inside a multi-block region) upstream's top-k over all -inf confidences reveals
-    a position outside the block, in torch's unspecified tie order; ours moves on to the next block.
+    parity at batch 1 (tests/test_sampling_parity.py). Upstream mode also keeps a block's steps running
+    while masks remain anywhere in the region: when a block fills before its last step (the pre-fill inside a
+    multi-block region) upstream's top-1 over all -inf confidences reveals one masked position outside the
+    block per step, the one torch's CPU top-k puts first among ties (see topk_tie_rank); it is reproduced when
+    the window is the whole region (upstream mode without kv_cache) and alg_temp is 0 (with alg_temp > 0
+    upstream's torch.multinomial raises on the all-NaN softmax; with kv_cache upstream mode moves on).
   threshold: None = the fixed reveal schedule; else confidence-threshold parallel decoding: every masked
     position of the active block whose probability p(x0) >= threshold is revealed, and at least the most
     confident one; the last step of a block reveals the rest. A block ends early once it is filled.
@@ -93,6 +96,13 @@ class SamplerConfig:
     return self.alg == "entropy-penalty" and self.repetition_penalty != 1.0
 
 
+def reveals_outside_block(cfg: SamplerConfig) -> bool:
+  """Whether a filled block's remaining steps reveal masked positions elsewhere, as upstream does (see mode);
+  the sampler then scores the whole region every step."""
+  return cfg.mode == "upstream" and not cfg.kv_cache and cfg.alg != "origin" and cfg.alg_temp == 0 \
+      and cfg.threshold is None
+
+
 def linspace_timesteps(steps: int, eps: float) -> np.ndarray:
   """linspace(1, eps, steps + 1) in float32, bit-identical to torch.linspace on CPU (x86, FMA).
 
@@ -114,7 +124,8 @@ def linspace_timesteps(steps: int, eps: float) -> np.ndarray:
 class Plan:
   """The host-side schedule for one region length.
 
-  window: number of region positions the model scores per step (block_size, or the region length).
+  window: number of region positions the model scores per step (block_size, or the region length; always the
+    region length when reveals_outside_block).
   block_starts / block_ends: (num_blocks,) region indices of each block.
   block_steps: (num_blocks,) steps given to each block.
   timesteps: (num_blocks, max_steps + 1) float32, row b = linspace(1, eps, block_steps[b] + 1), padded.
@@ -130,18 +141,59 @@ class Plan:
     return int(self.block_steps.sum())
 
 
+def _nth_element_first_of_equal(n: int) -> int:
+  """Which of n equal keys libstdc++'s std::nth_element(first, first, last, comp) moves to `first`.
+
+  Transcribes bits/stl_algo.h (__introselect with depth limit 2 lg n, __unguarded_partition_pivot,
+  __move_median_to_first, __unguarded_partition, __insertion_sort) for keys that never compare less: the median
+  of three is then the middle element, the partition swaps pairs from both ends until they cross, and the
+  final insertion sort and the heap-select fallback move nothing.
+  """
+  order = list(range(n))
+  first, last, depth = 0, n, 2 * (n.bit_length() - 1)
+  while last - first > 3 and depth > 0:
+    depth -= 1
+    mid = first + (last - first) // 2
+    order[first], order[mid] = order[mid], order[first]
+    lo, hi = first + 1, last
+    while True:
+      hi -= 1
+      if lo >= hi:
+        break
+      order[lo], order[hi] = order[hi], order[lo]
+      lo += 1
+    last = lo  # the cut is past `first` (the nth position), so the search continues left of it
+  return order[first]
+
+
+TOPK_TIE_CUTOFF = 64  # torch's top-k uses std::partial_sort when k * 64 <= n (k = 1 here)
+
+
+def topk_tie_rank(max_len: int = TOPK_TIE_CUTOFF) -> np.ndarray:
+  """(max_len,) int32: entry n is the index torch.topk(c, 1) returns on CPU for n equal values c (n >= 1).
+
+  aten/src/ATen/native/TopKImpl.h (topk_impl_loop) sorts (value, index) pairs by value only: with k * 64 <= n
+  it calls std::partial_sort, which keeps the first of equal keys (index 0); otherwise std::nth_element (see
+  _nth_element_first_of_equal). Checked against torch 2.14.1 for n = 1..399 in tests/test_sampling_parity.py.
+  """
+  return np.array([0] + [_nth_element_first_of_equal(n) if n < TOPK_TIE_CUTOFF else 0
+                         for n in range(1, max_len)], np.int32)
+
+
 def make_plan(cfg: SamplerConfig, region_len: int) -> Plan:
   """Blocks and steps as upstream: steps = min(steps, region_len); block b gets int(len_b / region_len * steps).
 
   Default mode: blocks tile the whole region and each gets at least one step. Upstream mode (as upstream's
   DreamGenerationMixin._sample does): the block count is ceil(masked / block_size) with the masked count taken
   after the `<|begin_of_audio|>` pre-fill, so with a pre-fill and region_len = 1 mod block_size the last position
-  is in no block and stays masked; a block given 0 steps is skipped (its positions stay masked too).
+  is in no block and stays masked; a block given 0 steps is skipped (its positions stay masked too), unless an
+  earlier block's outside-block reveal (see SamplerConfig.mode) fills them.
   """
   if region_len < 1:
     raise ValueError(f"the generation region must have at least one position, got {region_len}")
   steps = min(cfg.steps, region_len)
   size = region_len if cfg.block_size is None else min(cfg.block_size, region_len)
+  window = region_len if reveals_outside_block(cfg) else size
   starts = np.arange(0, region_len, size)
   if cfg.mode == "upstream":
     num_masked = region_len - (cfg.boa_fraction is not None)
@@ -154,4 +206,4 @@ def make_plan(cfg: SamplerConfig, region_len: int) -> Plan:
   table = np.ones((len(starts), block_steps.max() + 1), np.float32)
   for b, n in enumerate(block_steps):
     table[b, :n + 1] = linspace_timesteps(int(n), cfg.eps)
-  return Plan(window=size, block_starts=starts, block_ends=ends, block_steps=block_steps, timesteps=table)
+  return Plan(window=window, block_starts=starts, block_ends=ends, block_steps=block_steps, timesteps=table)
