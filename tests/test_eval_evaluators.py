@@ -38,7 +38,12 @@ def test_tts_sample_without_speech_codes_is_scored_as_empty_hypothesis(tmp_path,
   chapter.mkdir(parents=True)
   (chapter / "1_2_a.normalized.txt").write_text("Hello world.")
   (chapter / "1_2_b.normalized.txt").write_text("Good morning, Mr. Smith.")
+  whisper = tmp_path / "whisper"  # the files check_config looks for; the transcriber is replaced below
+  whisper.mkdir()
+  for name in ("config.json", "preprocessor_config.json"):
+    (whisper / name).write_text("{}")
   cfg = base_config()
+  cfg.networks.whisper_path = str(whisper)
   cfg.benchmarks.tts = ml_collections.ConfigDict(dict(kind="libritts", root=str(tmp_path)))
   evaluator = runner.make_evaluators(cfg, ctx)["tts"]
 
