@@ -91,10 +91,16 @@ def test_pope_and_seed2plus_scores_from_records(ctx, tmp_path):
              for split in ("random", "adversarial")
              for label, answer in (("yes", "Yes."), ("no", "No, there is not."), ("no", "yes"), ("yes", ""))]
   scores = pope.score(records)
-  # per split: TP 2 (an empty answer reads as yes, as POPE's evaluate.py), FP 1, TN 1 -> precision 2/3, recall 1.
-  assert scores["random/precision"] == pytest.approx(2 / 3) and scores["adversarial/recall"] == 1.0
-  assert scores["f1"] == pytest.approx(0.8) and scores["accuracy"] == pytest.approx(0.75)
-  assert "popular/f1" not in scores
+  # per split: TP 2 (an empty answer reads as yes, as POPE's evaluate.py), FP 1, TN 1 -> precision 2/3, recall 1;
+  # in percent, as the paper's 76.6.
+  assert scores["random/precision"] == pytest.approx(200 / 3) and scores["adversarial/recall"] == 100.0
+  assert scores["f1"] == pytest.approx(80.0) and scores["accuracy"] == pytest.approx(75.0)
+  assert scores["random/TP"] == 2 and "popular/f1" not in scores
+  assert pope.metric == "f1"
+  by_accuracy = KINDS["pope"]("pope", ml_collections.ConfigDict(dict(kind="pope", headline="accuracy")), ctx)
+  assert by_accuracy.metric == "accuracy"
+  with pytest.raises(ValueError, match=r"benchmarks\.pope\.headline is 'recall'; choose one of \('f1', 'accuracy'\)"):
+    KINDS["pope"].check_section("pope", ml_collections.ConfigDict(dict(kind="pope", headline="recall")), base_config())
   seed = KINDS["seed2plus"]("seed", ml_collections.ConfigDict(dict(kind="seed2plus")), ctx)
   from omnidiff_jax.eval.readers import Sample
   sample = Sample("q1", {}, {"answer": "B", "choices": ["1", "2", "3", "4"], "type": "maps"})
