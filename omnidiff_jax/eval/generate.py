@@ -167,7 +167,7 @@ def generate(model, vocab: VocabLayout, mesh, requests: Sequence[Request], *, ba
 
 
 def request_config(preset: str, prompt_len: int, text_len: int | None, setting: dict
-                   ) -> tuple[presets.SamplerConfig, int]:
+                   ) -> tuple[SamplerConfig, int]:
   """A row's SamplerConfig and region length: the preset's rules on its own lengths, then the setting."""
   overrides = {k: v for k, v in setting.items() if k not in ("name", "steps_fraction")}
   cfg, region_len = presets.task_config(preset, prompt_len, text_len, **overrides)
@@ -176,7 +176,7 @@ def request_config(preset: str, prompt_len: int, text_len: int | None, setting: 
   return cfg, region_len
 
 
-def _build(evaluator, ctx, samples: Sequence, setting: dict, image_resolution):
+def _build(evaluator, ctx, samples: Sequence, setting: dict, image_resolution) -> list[Request]:
   prompt_inputs = evaluator.prompt_inputs(samples)
   prompts = inputs.build_prompts(
       evaluator.preset, ctx.vocab, ctx.tokenizer, **prompt_inputs,
@@ -188,9 +188,8 @@ def _build(evaluator, ctx, samples: Sequence, setting: dict, image_resolution):
     text = sample.inputs.get("text") if "texts" in prompt_inputs else None
     text_len = len(ctx.tokenizer.encode(text, add_special_tokens=False).ids) if text else None
     cfg, region_len = request_config(evaluator.preset, len(prompts.ids[row]), text_len, setting)
-    requests.append(Request(ids=prompts.ids[row], cfg=cfg, region_len=region_len,
-                                features=prompts.features[row], slots=prompts.audio_slots[row],
-                                uncond=prompts.uncond))
+    requests.append(Request(ids=prompts.ids[row], cfg=cfg, region_len=region_len, features=prompts.features[row],
+                            slots=prompts.audio_slots[row], uncond=prompts.uncond))
   return requests
 
 
@@ -209,6 +208,7 @@ def build_requests(evaluator, ctx, samples: Sequence, setting: dict,
     requests += request
     errors += error
   return requests, errors
+
 
 def generate_samples(evaluator, ctx, mesh, samples: Sequence, setting: dict, run_cfg, progress=None
                      ) -> tuple[list[Request | None], list[str | None], dict[int, tuple[np.ndarray, float]], Stats]:
