@@ -6,7 +6,9 @@ import pytest
 import soundfile
 from PIL import Image
 
-from omnidiff_jax.eval import readers
+from configs.eval import table1
+from omnidiff_jax.eval import readers, runner
+from omnidiff_jax.eval.evaluators import KINDS, Context
 
 
 def _wav(path, seconds=0.1, rate=16000):
@@ -47,6 +49,97 @@ def test_libritts(tmp_path):
   assert samples.id == "121_121726_000004_000003"
   assert samples.inputs == {"text": "Also, a popular contrivance."}
   assert samples.reference["text"] == "Also, a popular contrivance." and samples.reference["wav"].endswith(".wav")
+
+
+# Utterance id -> (seconds, transcript), listed out of order: readers sort by id.
+TFDS_UTTERANCES = {"1089-134686-0002": (0.3, "HE WAS IN A FEVERED STATE OF MIND"),
+                   "1089-134686-0000": (0.2, "HE HOPED THERE WOULD BE STEW"),
+                   "1089-134686-0001": (0.1, "STUFF IT INTO YOU")}
+
+
+def _speech(seconds, seed):
+  return (np.random.default_rng(seed).standard_normal(int(16000 * seconds)) * 3000).astype(np.int16)
+
+
+@pytest.fixture(scope="module")
+def fake_tfds(tmp_path_factory):
+  """LibriSpeech- and LibriTTS-shaped TFDS datasets (ArrayRecord) built here, with Tensor / Text features as in
+  tests/test_data_offline.py (the real datasets' Audio features need TensorFlow to build and read)."""
+  tfds = pytest.importorskip("tensorflow_datasets")
+  data_dir = tmp_path_factory.mktemp("tfds")
+
+  class FakeLibrispeech(tfds.core.GeneratorBasedBuilder):
+    VERSION = tfds.core.Version("2.1.0")
+
+    def _info(self):
+      return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict({
+          "speech": tfds.features.Tensor(shape=(None,), dtype=np.int16), "text": tfds.features.Text(),
+          "id": tfds.features.Text()}))
+
+    def _split_generators(self, dl_manager):
+      return {"test_clean": self._generate_examples()}
+
+    def _generate_examples(self):
+      for seed, (key, (seconds, text)) in enumerate(TFDS_UTTERANCES.items()):
+        yield key, {"speech": _speech(seconds, seed), "text": text, "id": key}
+
+  class FakeLibritts(tfds.core.GeneratorBasedBuilder):
+    VERSION = tfds.core.Version("1.0.1")
+
+    def _info(self):
+      return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict({
+          "text_normalized": tfds.features.Text(), "text_original": tfds.features.Text(),
+          "id": tfds.features.Text()}))
+
+    def _split_generators(self, dl_manager):
+      return {"test_clean": self._generate_examples()}
+
+    def _generate_examples(self):
+      yield "b", {"text_normalized": "Also, a popular contrivance.", "text_original": "Also, a popular contrivance.",
+                  "id": "121_121726_000004_000003"}
+      yield "a", {"text_normalized": "", "text_original": "", "id": "121_121726_000004_000005"}
+
+  for builder in (FakeLibrispeech, FakeLibritts):
+    builder(data_dir=str(data_dir), file_format="array_record").download_and_prepare()
+  return data_dir
+
+
+def test_librispeech_tfds(fake_tfds, tmp_path):
+  samples = readers.librispeech_tfds(str(fake_tfds), str(tmp_path / "wavs"), name="fake_librispeech")
+  assert [s.id for s in samples] == sorted(TFDS_UTTERANCES)
+  for seed, (key, (seconds, text)) in enumerate(TFDS_UTTERANCES.items()):
+    (sample,) = [s for s in samples if s.id == key]
+    assert sample.reference == {"text": text}
+    wave, rate = soundfile.read(sample.inputs["wav"], dtype="int16")
+    assert rate == 16000 and np.array_equal(wave, _speech(seconds, seed))  # the dataset's samples, unchanged
+  assert [s.id for s in readers.librispeech_tfds(str(fake_tfds), str(tmp_path / "w2"), name="fake_librispeech",
+                                                 limit=2)] == sorted(TFDS_UTTERANCES)[:2]
+  with pytest.raises(FileNotFoundError, match="split 'test_other'.*tfds build fake_librispeech"):
+    readers.librispeech_tfds(str(fake_tfds), str(tmp_path / "wavs"), split="test_other", name="fake_librispeech")
+  with pytest.raises(FileNotFoundError, match="TFDS librispeech.*no directory"):
+    readers.librispeech_tfds(str(tmp_path / "absent"), str(tmp_path / "wavs"))
+
+
+def test_libritts_tfds_and_the_evaluators_tfds_fields(fake_tfds, tmp_path):
+  with pytest.raises(ValueError, match="example '121_121726_000004_000005': empty or missing 'text_normalized'"):
+    readers.libritts_tfds(str(fake_tfds), name="fake_libritts")
+  (sample,) = readers.libritts_tfds(str(fake_tfds), name="fake_libritts", limit=1)  # the empty one sorts last
+  assert sample.id == "121_121726_000004_000003" and sample.inputs == {"text": "Also, a popular contrivance."}
+  assert sample.reference == {"text": "Also, a popular contrivance.", "wav": None}
+  cfg = table1.get_config()
+  cfg.networks.whisper_path = str(tmp_path)
+  for name in ("config.json", "preprocessor_config.json"):
+    (tmp_path / name).write_text("{}")
+  cfg.benchmarks.librispeech.update(tfds_data_dir=str(fake_tfds), tfds_name="fake_librispeech",
+                                    wav_dir=str(tmp_path / "wavs"))
+  cfg.benchmarks.libritts.update(tfds_data_dir=str(fake_tfds), tfds_name="fake_libritts")
+  runner.check_config(cfg)  # tfds_data_dir alone is a source
+  ctx = Context(None, None, None, cfg.networks)
+  asr = KINDS["librispeech"]("librispeech", cfg.benchmarks.librispeech, ctx)
+  assert [s.id for s in asr.samples()] == sorted(TFDS_UTTERANCES)
+  assert sorted(p.name for p in (tmp_path / "wavs").iterdir()) == [k + ".wav" for k in sorted(TFDS_UTTERANCES)]
+  with pytest.raises(ValueError, match="empty or missing 'text_normalized'"):
+    KINDS["libritts"]("libritts", cfg.benchmarks.libritts, ctx).samples()
 
 
 def test_mme_upstream_and_release_layouts(tmp_path):

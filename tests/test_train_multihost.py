@@ -1,6 +1,5 @@
 """Two local CPU processes (jax.distributed, gloo collectives), 2 devices each, train with the same global
 batch as one process with 4 devices: the losses agree step by step."""
-import socket
 import subprocess
 
 import numpy as np
@@ -10,18 +9,12 @@ import train_subprocess as ts
 STEPS = 4
 
 
-def _free_port():
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    return s.getsockname()[1]
-
-
 def test_two_processes_match_one_process(tmp_path):
   cache = tmp_path / "jax_cache"
   ts.run(tmp_path / "single", steps=STEPS, cpu_devices=4, cache_dir=cache)
   expected = [r["loss"] for r in ts.metrics(tmp_path / "single")]
 
-  address = f"127.0.0.1:{_free_port()}"
+  address = f"127.0.0.1:{ts.free_port()}"
   procs = [subprocess.Popen(
       ts.command(tmp_path / "multi", steps=STEPS, cpu_devices=2, extra=(
           f"--config.distributed.coordinator_address={address}", "--config.distributed.num_processes=2",

@@ -1,7 +1,9 @@
-"""Helpers for tests that run tools/train.py in subprocesses (tiny stage-1 config, short rows)."""
+"""Helpers for tests that run tools/train.py in subprocesses (tiny stage-1 config, short rows), and the
+subprocess environment and coordinator port that the multi-process tests (train, eval) share."""
 import json
 import os
 import pathlib
+import socket
 import subprocess
 import sys
 import time
@@ -15,6 +17,13 @@ def command(workdir, *, steps, cpu_devices=4, stage="stage1", extra=()):
   return [sys.executable, str(ROOT / "tools" / "train.py"), "--config", str(ROOT / "configs" / stage) + ".py:tiny",
           f"--workdir={workdir}", f"--cpu_devices={cpu_devices}",
           *(o.format(steps=steps) for o in TINY_OVERRIDES), *extra]
+
+
+def free_port() -> int:
+  """A free localhost TCP port (for a jax.distributed coordinator)."""
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
 
 
 def environment(cache_dir=None):

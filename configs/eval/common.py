@@ -15,7 +15,8 @@
                    [{}] = each preset's upstream settings, named 'default'
   distributed      jax.distributed settings (as training's: empty coordinator_address = auto-detect or one process)
   benchmarks       name -> section with kind (evaluators.KINDS), reader fields, optional preset / limit /
-                   settings (own grid) / paper (a number for 'default', or {setting name: number})
+                   settings (own grid) / paper (a number for 'default', or {setting name: number}); libritts
+                   also takes asr_model: 'whisper' (networks.whisper_path) or 'self' (our model's ASR task)
 """
 import os
 

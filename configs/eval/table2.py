@@ -11,7 +11,10 @@ random MSCOCO-2014 val captions, Emu protocol).
       --config.benchmarks.seed2plus.image_root=/data/SEED-Bench-2-plus \\
       --config.benchmarks.coco_t2i.annotations=/data/coco/annotations/captions_val2014.json \\
       --config.benchmarks.coco_t2i.images=/data/coco/val2014
-The paper does not say which POPE number it reports: the headline here is the F1 averaged over the three splits.
+POPE's headline is the F1 averaged over the three splits, in percent (headline="accuracy" for the averaged
+accuracy). UNVERIFIED: the paper does not say which POPE number 76.6 is and upstream has no POPE script; see
+omnidiff_jax/eval/evaluators/pope.py for what was checked. CLIP-T / CLIP-I use the CLIP at networks.clip_path;
+which CLIP the paper used is UNVERIFIED too (see omnidiff_jax/eval/evaluators/coco_t2i.py).
 """
 import ml_collections
 
@@ -21,8 +24,8 @@ from configs.eval.common import base_config
 def get_config():
   cfg = base_config()
   cfg.benchmarks.pope = ml_collections.ConfigDict(dict(
-      kind="pope", pope_dir="", coco_images="", splits=("random", "popular", "adversarial"), preset="mme", limit=0,
-      paper=76.6))
+      kind="pope", pope_dir="", coco_images="", splits=("random", "popular", "adversarial"), preset="mme",
+      headline="f1", limit=0, paper=76.6))
   cfg.benchmarks.mme = ml_collections.ConfigDict(dict(kind="mme", root="", limit=0, paper=1216.7))
   cfg.benchmarks.seed2plus = ml_collections.ConfigDict(dict(
       kind="seed2plus", json_path="", image_root="", preset="mme", limit=0, paper=34.5))

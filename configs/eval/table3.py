@@ -33,6 +33,7 @@ def get_config():
       kind="coco_s2i", manifest="", limit=10000, settings=IMAGE_STEPS,
       paper=_image_paper((0.225, 0.229, 0.231), (0.645, 0.649, 0.648))))
   cfg.benchmarks.tts = ml_collections.ConfigDict(dict(
-      kind="libritts", root="", split="test-clean", manifest="", limit=0, settings=TTS_STEPS,
+      kind="libritts", root="", split="test-clean", manifest="", tfds_data_dir="", tfds_name="libritts",
+      tfds_split="test_clean", asr_model="whisper", limit=0, settings=TTS_STEPS,
       paper=dict(half_L=3.07, quarter_L=3.74, eighth_L=4.83)))
   return cfg

@@ -9,6 +9,9 @@ float rounding). The batch is placed on the mesh sharded over its data axis (eve
 global batch and hands each device its rows, so this works across hosts), and the filled regions are gathered
 back to every process (process_allgather); the caller writes them on process 0. A short last batch is padded
 with copies of its last row, whose results are dropped.
+
+generate_samples() is the step before: an evaluator's samples -> its preset's prompts (sampling.inputs) -> one
+Request per sample with the preset's rules on its own lengths and the sweep setting (request_config).
 """
 from __future__ import annotations
 
@@ -25,7 +28,7 @@ from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding, PartitionSpec
 
 from omnidiff_jax import sharding
-from omnidiff_jax.sampling import api, sampler
+from omnidiff_jax.sampling import api, inputs, presets, sampler
 from omnidiff_jax.sampling.schedule import SamplerConfig
 from omnidiff_jax.vocab import VocabLayout
 
@@ -161,3 +164,66 @@ def generate(model, vocab: VocabLayout, mesh, requests: Sequence[Request], *, ba
     stats.compile_seconds = clock.seconds
   stats.buckets = sampler.trace_count() - traces
   return tokens, seconds, stats
+
+
+def request_config(preset: str, prompt_len: int, text_len: int | None, setting: dict
+                   ) -> tuple[SamplerConfig, int]:
+  """A row's SamplerConfig and region length: the preset's rules on its own lengths, then the setting."""
+  overrides = {k: v for k, v in setting.items() if k not in ("name", "steps_fraction")}
+  cfg, region_len = presets.task_config(preset, prompt_len, text_len, **overrides)
+  if "steps_fraction" in setting:
+    cfg = dataclasses.replace(cfg, steps=max(int(setting["steps_fraction"] * region_len), 1))
+  return cfg, region_len
+
+
+def _build(evaluator, ctx, samples: Sequence, setting: dict, image_resolution) -> list[Request]:
+  prompt_inputs = evaluator.prompt_inputs(samples)
+  prompts = inputs.build_prompts(
+      evaluator.preset, ctx.vocab, ctx.tokenizer, **prompt_inputs,
+      image_tokenizer=ctx.image_tokenizer if "images" in prompt_inputs else None,
+      speech_encoder=ctx.speech_encoder if "wavs" in prompt_inputs else None,
+      image_resolution=image_resolution, cfg_scale=setting.get("cfg_scale"))
+  requests = []
+  for row, sample in enumerate(samples):
+    text = sample.inputs.get("text") if "texts" in prompt_inputs else None
+    text_len = len(ctx.tokenizer.encode(text, add_special_tokens=False).ids) if text else None
+    cfg, region_len = request_config(evaluator.preset, len(prompts.ids[row]), text_len, setting)
+    requests.append(Request(ids=prompts.ids[row], cfg=cfg, region_len=region_len, features=prompts.features[row],
+                            slots=prompts.audio_slots[row], uncond=prompts.uncond))
+  return requests
+
+
+def build_requests(evaluator, ctx, samples: Sequence, setting: dict,
+                   image_resolution: int | None) -> tuple[list[Request | None], list[str | None]]:
+  """One Request per sample (None where its prompt failed) and the errors. The shard is built in one go (batched
+  media encoding); if that fails, sample by sample, so that one bad file fails only its sample."""
+  try:
+    return _build(evaluator, ctx, samples, setting, image_resolution), [None] * len(samples)
+  except (ValueError, FileNotFoundError, OSError) as whole_error:
+    if len(samples) == 1:
+      return [None], [f"{type(whole_error).__name__}: {whole_error}"]
+  requests, errors = [], []
+  for sample in samples:
+    request, error = build_requests(evaluator, ctx, [sample], setting, image_resolution)
+    requests += request
+    errors += error
+  return requests, errors
+
+
+def generate_samples(evaluator, ctx, mesh, samples: Sequence, setting: dict, run_cfg, progress=None
+                     ) -> tuple[list[Request | None], list[str | None], dict[int, tuple[np.ndarray, float]], Stats]:
+  """An evaluator's samples -> its preset's prompts with `setting` -> filled regions; every process takes part.
+
+  evaluator: an eval.evaluators.Evaluator (its preset and prompt_inputs), ctx: its Context (model, vocab,
+  tokenizer, media networks); run_cfg: the eval config (batch_size, prompt_bucket, seed, image_resolution).
+  Returns the requests (None where the prompt failed), the errors (None where it did not), {sample index:
+  (tokens (G_i,), sampler seconds)} of the samples that were sampled, and the Stats.
+  """
+  requests, errors = build_requests(evaluator, ctx, samples, setting, run_cfg.image_resolution or None)
+  valid = [i for i, r in enumerate(requests) if r is not None]
+  if progress is not None:
+    progress.update(len(samples) - len(valid))
+  tokens, seconds, stats = generate(ctx.model, ctx.vocab, mesh, [requests[i] for i in valid],
+                                    batch_size=run_cfg.batch_size, prompt_bucket=run_cfg.prompt_bucket,
+                                    seed=run_cfg.seed, progress=progress)
+  return requests, errors, dict(zip(valid, zip(tokens, seconds))), stats

@@ -5,6 +5,8 @@ runs and devices agree; a missing file or malformed entry raises naming the file
 
   librispeech   <root>/<split>/<speaker>/<chapter>/<speaker>-<chapter>.trans.txt + <utterance>.flac
   libritts      <root>/<split>/<speaker>/<chapter>/<utterance>.normalized.txt (+ .wav)
+  *_tfds        LibriSpeech / LibriTTS prepared locally as TFDS ArrayRecord datasets (data.tfds_source; the real
+                datasets' Audio features need TensorFlow next to tensorflow_datasets, see there)
   mme           <root>/eval_tool/Your_Results/<subtask>.txt ("image \\t question \\t answer" lines, two per image)
                 + the images under <root>/images/<subtask>/ (upstream's layout), <root>/<subtask>/images/ or
                 <root>/<subtask>/ (the MME release)
@@ -22,9 +24,12 @@ import os
 import random
 from typing import Any
 
+import numpy as np
+import soundfile
+
 from omnidiff_jax import chat
 from omnidiff_jax.data import manifest as manifest_lib
-from omnidiff_jax.data.errors import BadInputPolicy
+from omnidiff_jax.data.errors import BadInputPolicy, BadSample
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,6 +96,66 @@ def libritts(root: str, split: str = "test-clean") -> list[Sample]:
     samples.append(Sample(utterance, {"text": text}, {"text": text, "wav": wav if os.path.isfile(wav) else None}))
   if not samples:
     raise FileNotFoundError(f"LibriTTS: no *.normalized.txt under {base}/<speaker>/<chapter>/")
+  return samples
+
+
+def _tfds_examples(name: str, split: str, data_dir: str, limit: int | None):
+  """[(sample id, example)] of a local TFDS dataset sorted by its 'id' feature (the index where it has none),
+  the first `limit` of them."""
+  from omnidiff_jax.data import tfds_source  # tensorflow_datasets is optional
+  _require_dir(data_dir, f"TFDS {name} (the data_dir holding {name}/<version>/)")
+  try:
+    source = tfds_source.data_source(name, split, data_dir)
+  except Exception as e:  # tfds raises several types (DatasetNotFoundError, ValueError for an unknown split)
+    raise FileNotFoundError(f"TFDS {name}, split {split!r}: not readable under {data_dir!r} (prepare it with "
+                            f"`tfds build {name} --file_format=array_record --data_dir={data_dir}`): {e}") from e
+  examples = []
+  for index in range(len(source)):
+    example = source[index]
+    key = example.get("id", f"{split}[{index}]")
+    examples.append((key.decode("utf-8") if isinstance(key, bytes) else str(key), example))
+  examples.sort(key=lambda item: item[0])
+  return examples[:limit] if limit else examples
+
+
+def librispeech_tfds(data_dir: str, wav_dir: str, split: str = "test_clean", name: str = "librispeech",
+                     limit: int | None = None) -> list[Sample]:
+  """ASR samples of TFDS librispeech (features 'speech': 16 kHz int16, 'text', 'id'), read by the training
+  adapter (data.tfds_source.asr_record); each utterance is written once to <wav_dir>/<id>.wav (16-bit PCM, the
+  dataset's own samples) for the speech encoder."""
+  from omnidiff_jax.data import tfds_source
+  os.makedirs(wav_dir, exist_ok=True)
+  samples = []
+  for key, example in _tfds_examples(name, split, data_dir, limit):
+    where = f"TFDS {name}/{split} example {key!r}"
+    try:
+      record = tfds_source.asr_record(example, where)
+    except (BadSample, KeyError) as e:
+      raise ValueError(f"{where}: expected 'speech' (16 kHz int16) and a non-empty 'text' ({e!r})") from e
+    wav = os.path.join(wav_dir, key + ".wav")
+    if not os.path.isfile(wav):
+      audio = record.audios[0]
+      soundfile.write(wav + ".tmp", np.asarray(audio.array, np.int16), audio.sample_rate, format="WAV",
+                      subtype="PCM_16")
+      os.replace(wav + ".tmp", wav)  # atomic: hosts sharing wav_dir never read a half-written file
+    samples.append(Sample(key, {"wav": wav}, {"text": record.messages[1]["content"]}))
+  if not samples:
+    raise ValueError(f"TFDS {name}/{split} under {data_dir}: no examples")
+  return samples
+
+
+def libritts_tfds(data_dir: str, split: str = "test_clean", name: str = "libritts", limit: int | None = None
+                  ) -> list[Sample]:
+  """TTS samples of TFDS libritts: inputs text = reference text = the 'text_normalized' feature."""
+  samples = []
+  for key, example in _tfds_examples(name, split, data_dir, limit):
+    text = example.get("text_normalized")
+    text = (text.decode("utf-8") if isinstance(text, bytes) else str(text or "")).strip()
+    if not text:
+      raise ValueError(f"TFDS {name}/{split} example {key!r}: empty or missing 'text_normalized'")
+    samples.append(Sample(key, {"text": text}, {"text": text, "wav": None}))
+  if not samples:
+    raise ValueError(f"TFDS {name}/{split} under {data_dir}: no examples")
   return samples
 
 

@@ -4,7 +4,8 @@
     skip the cell if <workdir>/<benchmark>/<setting>/shard_<k>.done.json exists (resume), else
     prompts of the shard (the preset's, sampling.inputs.build_prompts) -> one Request per sample with its own
     SamplerConfig and region length (presets.task_config + the setting) -> generate.generate (batched,
-    length-bucketed, sharded over the mesh's data axis and hosts) -> on process 0: decode + metric inputs per
+    length-bucketed, sharded over the mesh's data axis and hosts) -> the evaluator's prepare() on every process
+    (e.g. LibriTTS's transcription by our own model) -> on process 0: decode + metric inputs per
     sample -> shard_<k>.jsonl, then the .done.json marker (written last, so a killed cell is redone).
   then the table (report.write_table) and plots from all finished cells.
 
@@ -34,7 +35,7 @@ from omnidiff_jax.eval import generate as gen
 from omnidiff_jax.eval import report
 from omnidiff_jax.eval.evaluators import KINDS, Context, Evaluator
 from omnidiff_jax.eval.readers import Sample
-from omnidiff_jax.sampling import inputs, presets
+from omnidiff_jax.sampling import presets
 
 log = logging.getLogger(__name__)
 SETTING_KEYS = {f.name for f in dataclasses.fields(presets.SamplerConfig)} | {"steps_fraction", "region_len"}
@@ -63,51 +64,6 @@ def check_settings(settings: Sequence[dict]) -> list[dict]:
   return out
 
 
-def request_config(preset: str, prompt_len: int, text_len: int | None, setting: dict
-                   ) -> tuple[presets.SamplerConfig, int]:
-  """A row's SamplerConfig and region length: the preset's rules on its own lengths, then the setting."""
-  overrides = {k: v for k, v in setting.items() if k not in ("name", "steps_fraction")}
-  cfg, region_len = presets.task_config(preset, prompt_len, text_len, **overrides)
-  if "steps_fraction" in setting:
-    cfg = dataclasses.replace(cfg, steps=max(int(setting["steps_fraction"] * region_len), 1))
-  return cfg, region_len
-
-
-def _build(evaluator: Evaluator, ctx: Context, samples: Sequence[Sample], setting: dict, image_resolution):
-  prompt_inputs = evaluator.prompt_inputs(samples)
-  prompts = inputs.build_prompts(
-      evaluator.preset, ctx.vocab, ctx.tokenizer, **prompt_inputs,
-      image_tokenizer=ctx.image_tokenizer if "images" in prompt_inputs else None,
-      speech_encoder=ctx.speech_encoder if "wavs" in prompt_inputs else None,
-      image_resolution=image_resolution, cfg_scale=setting.get("cfg_scale"))
-  requests = []
-  for row, sample in enumerate(samples):
-    text = sample.inputs.get("text") if "texts" in prompt_inputs else None
-    text_len = len(ctx.tokenizer.encode(text, add_special_tokens=False).ids) if text else None
-    cfg, region_len = request_config(evaluator.preset, len(prompts.ids[row]), text_len, setting)
-    requests.append(gen.Request(ids=prompts.ids[row], cfg=cfg, region_len=region_len,
-                                features=prompts.features[row], slots=prompts.audio_slots[row],
-                                uncond=prompts.uncond))
-  return requests
-
-
-def build_requests(evaluator: Evaluator, ctx: Context, samples: Sequence[Sample], setting: dict,
-                   image_resolution: int | None) -> tuple[list[gen.Request | None], list[str | None]]:
-  """One Request per sample (None where its prompt failed) and the errors. The shard is built in one go (batched
-  media encoding); if that fails, sample by sample, so that one bad file fails only its sample."""
-  try:
-    return _build(evaluator, ctx, samples, setting, image_resolution), [None] * len(samples)
-  except (ValueError, FileNotFoundError, OSError) as whole_error:
-    if len(samples) == 1:
-      return [None], [f"{type(whole_error).__name__}: {whole_error}"]
-  requests, errors = [], []
-  for sample in samples:
-    request, error = build_requests(evaluator, ctx, [sample], setting, image_resolution)
-    requests += request
-    errors += error
-  return requests, errors
-
-
 @dataclasses.dataclass(frozen=True)
 class Cell:
   benchmark: str
@@ -130,22 +86,17 @@ def run_cell(cell: Cell, evaluator: Evaluator, ctx: Context, mesh, samples: Sequ
              run_cfg: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Generates, decodes and records one cell; returns its summary (also written to the .done.json marker)."""
   began = time.perf_counter()
-  requests, errors = build_requests(evaluator, ctx, samples, setting, run_cfg.image_resolution or None)
-  valid = [i for i, r in enumerate(requests) if r is not None]
   primary = jax.process_index() == 0
   bar = tqdm(total=len(samples), desc=f"{cell.benchmark}/{cell.setting}/shard {cell.shard}", leave=False,
              disable=not primary, dynamic_ncols=True)
-  bar.update(len(samples) - len(valid))
-  tokens, seconds, stats = gen.generate(ctx.model, ctx.vocab, mesh, [requests[i] for i in valid],
-                                        batch_size=run_cfg.batch_size, prompt_bucket=run_cfg.prompt_bucket,
-                                        seed=run_cfg.seed, progress=bar)
+  requests, errors, filled, stats = gen.generate_samples(evaluator, ctx, mesh, samples, setting, run_cfg, bar)
   bar.close()
+  evaluator.prepare(samples, {index: tokens for index, (tokens, _) in filled.items()}, mesh, run_cfg)
   summary = dict(samples=len(samples), failures=0, region_tokens=stats.region_tokens, buckets=stats.buckets,
                  batches=stats.batches, sampler_seconds=stats.sampler_seconds,
                  compile_seconds=stats.compile_seconds)
   if not primary:
     return summary
-  filled = dict(zip(valid, zip(tokens, seconds)))
   media_dir = os.path.join(workdir, cell.benchmark, cell.setting, "media")
   records = []
   for index, sample in enumerate(samples):
@@ -200,6 +151,7 @@ def check_config(cfg: ml_collections.ConfigDict) -> None:
       wanted = " or ".join(" + ".join(f"benchmarks.{name}.{f}" for f in group) for group in groups)
       raise ValueError(f"benchmark {name}: set {wanted} (now empty)")
     check_settings(section.get("settings") or cfg.settings)
+    KINDS[section.kind].check_section(name, section, cfg)
 
 
 def make_evaluators(cfg: ml_collections.ConfigDict, ctx: Context) -> dict[str, Evaluator]:

@@ -82,6 +82,11 @@ class Evaluator:
                        f"{sorted(presets.PRESETS)}")
     self.spec = tasks.presets()[self.preset][0]
 
+  @classmethod
+  def check_section(cls, name: str, section: ml_collections.ConfigDict, cfg: ml_collections.ConfigDict) -> None:
+    """Checks the benchmark's own config fields (and the networks it needs) before anything is loaded; raises
+    ValueError naming the field to set. runner.check_config calls it."""
+
   def field(self, name: str):
     """A required reader field of the benchmark's config section; raises ValueError naming it when empty."""
     value = self.cfg.get(name)
@@ -109,6 +114,11 @@ class Evaluator:
         raise ValueError(f"preset {self.preset!r} takes a {kind} per sample; samples {missing[:5]} have none")
       out[names[kind]] = [s.inputs[kind] for s in samples]
     return out
+
+  def prepare(self, samples: Sequence[Sample], filled: dict[int, np.ndarray], mesh, run_cfg) -> None:
+    """Runs on every process after the cell's sampling, before decode() (process 0 only): the place for decoding
+    work that samples the model itself, which every process must take part in. filled: {sample index: region
+    tokens (G_i,)} of the samples that were sampled; run_cfg: the eval config."""
 
   def decode(self, sample: Sample, tokens: np.ndarray, prefix: str) -> dict[str, Any]:
     """One filled region (G,) -> {'output': text, 'files': {kind: path}, 'metric': metric inputs}; files are

@@ -5,7 +5,12 @@ with the CLIP of networks.clip_path. A sample without image codes (or whose deco
 
 t2i reads COCO captions (cfg.annotations, cfg.images; cfg.limit captions drawn with cfg.seed) or a manifest; s2i
 reads a JSONL manifest of spoken captions (cfg.manifest: user <|audio|>, assistant <|image|> = the real image).
-Without a caption (s2i manifests) CLIP-T is nan and CLIP-I is the headline."""
+Without a caption (s2i manifests) CLIP-T is nan and CLIP-I is the headline.
+
+Which CLIP the paper used is UNVERIFIED (checked 2026-11-30): the paper (arXiv 2603.06577, Tables 2-3) says only
+"following the Emu protocol" on 10K random COCO-2014 val captions, and upstream (VITA-MLLM/Omni-Diffusion, commit
+c4f4625) ships no CLIP code. The configs' examples use openai/clip-vit-large-patch14 (ViT-L/14, the usual choice
+for CLIP-T / CLIP-I in the compared works), so scores are comparable with the paper's only if that guess holds."""
 from __future__ import annotations
 
 import numpy as np

@@ -1,10 +1,13 @@
 """LibriSpeech ASR (paper Table 1: WER 7.05 on test-clean): preset asr_eval, WER / CER as upstream's
 compute-wer.py --char=1 on the hypothesis cleaned as tools/evaluate_asr.py does; export() writes upstream's
 ref.txt / hyp.txt ("<index> <text>" lines) for compute-wer.py itself. Reads the LibriSpeech folder
-(cfg.root, cfg.split) or a JSONL manifest (cfg.manifest, e.g. upstream's test.clean.jsonl)."""
+(cfg.root, cfg.split), a JSONL manifest (cfg.manifest, e.g. upstream's test.clean.jsonl) or the local TFDS
+dataset (cfg.tfds_data_dir, cfg.tfds_name, cfg.tfds_split; its audio is written once as WAVs to cfg.wav_dir,
+by default a folder under the system's temp dir)."""
 from __future__ import annotations
 
 import os
+import tempfile
 
 from omnidiff_jax.eval import metrics, readers
 from omnidiff_jax.eval.evaluators.base import Evaluator
@@ -14,13 +17,21 @@ class LibriSpeech(Evaluator):
   preset = "asr_eval"
   metric = "wer"
   lower_is_better = True
-  sources = (("root",), ("manifest",))
+  sources = (("root",), ("manifest",), ("tfds_data_dir",))
   folder_reader = staticmethod(readers.librispeech)  # (root, split) -> Samples
+  tfds_name = "librispeech"
 
   def read(self):
     if self.cfg.get("manifest"):
       return readers.manifest(self.cfg.manifest)
+    if self.cfg.get("tfds_data_dir"):
+      return self.read_tfds(self.cfg.tfds_data_dir, self.cfg.get("tfds_name") or self.tfds_name,
+                            self.cfg.get("tfds_split") or "test_clean", self.cfg.get("limit") or None)
     return self.folder_reader(self.field("root"), self.cfg.get("split", "test-clean"))
+
+  def read_tfds(self, data_dir: str, name: str, split: str, limit: int | None):
+    wav_dir = self.cfg.get("wav_dir") or os.path.join(tempfile.gettempdir(), "omnidiff_eval_wavs", name, split)
+    return readers.librispeech_tfds(data_dir, wav_dir, split, name, limit)
 
   def decode(self, sample, tokens, prefix):
     hypothesis = metrics.clean_asr_output(self.text(tokens))
