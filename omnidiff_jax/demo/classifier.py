@@ -134,11 +134,12 @@ def train_classifier(images: np.ndarray, shape_ids: np.ndarray, colour_ids: np.n
   rng = np.random.default_rng(cfg.seed)
   pixels = to_unit_range(images)
   bar = tqdm(range(cfg.steps), desc="shape/colour classifier", leave=False)
-  for _ in bar:
+  for i in bar:
     idx = rng.integers(len(images), size=cfg.batch_size)
     x = pixels[idx]
     x = np.where(rng.random((len(idx), 1, 1, 1)) < 0.5, x[:, :, ::-1], x)
     x = x + NOISE_STD * rng.standard_normal(x.shape, dtype=np.float32)
     loss = step(classifier.net, optimizer, jnp.asarray(x), jnp.asarray(shape_ids[idx]), jnp.asarray(colour_ids[idx]))
-    bar.set_postfix(loss=f"{float(loss):.3f}")
+    if i % 10 == 0 or i == cfg.steps - 1:
+      bar.set_postfix(loss=f"{float(loss):.3f}")
   return classifier

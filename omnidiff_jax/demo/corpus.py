@@ -4,7 +4,8 @@
     images/<split>/<i>.png         RGB pictures of one coloured shape on a plain background (cfg.corpus.image_size)
     labels/<split>.jsonl           one line per picture: image, shape, colour, their ids, caption, position, size
     audio/<voice>/<words>.wav      16 kHz mono speech (omnidiff_jax.demo.speech), shared by the manifests
-    manifests/<split>/<source>.jsonl   upstream JSONL manifests (omnidiff_jax.data.manifest), one per data source:
+    manifests/<split>/<source>.jsonl   upstream JSONL manifests (omnidiff_jax.data.manifest), one per data source,
+                                   media paths relative to the manifest (../../images/..., ../../audio/...):
         t2i      caption -> picture            s2i   spoken caption -> picture
         caption  picture + question -> caption (task vqa)      vqa   picture + question -> answer
         asr      spoken caption -> caption     tts   caption -> speech (the assistant voice)
@@ -52,6 +53,7 @@ CHAT_FACTS = (
     ("what shape is a ball?", "round"), ("what is the opposite of hot?", "cold"), ("what do cats say?", "meow"),
     ("what do dogs say?", "woof"), ("hello", "hello, how can i help?"), ("thank you", "you are welcome"))
 SUPERSAMPLE = 4
+MANIFEST_TO_ROOT = "../../"   # from manifests/<split>/ to the corpus root
 
 
 def chat_pool() -> list[tuple[str, str]]:
@@ -140,8 +142,10 @@ class _Speaker:
 
 
 def _line(task: str, text: str = "", answer: str = "", *, images=(), audios=()) -> dict:
-  """One manifest line; answer is ignored by tasks whose reply is only a media placeholder (t2i, s2i, tts)."""
-  return dict(messages=chat.task_messages(task, text, answer), images=list(images), audios=list(audios), task=task)
+  """One manifest line; answer is ignored by tasks whose reply is only a media placeholder (t2i, s2i, tts). Media
+  paths (corpus-relative) are written relative to the manifest's folder, where data.manifest resolves them."""
+  rel = lambda paths: [MANIFEST_TO_ROOT + p for p in paths]
+  return dict(messages=chat.task_messages(task, text, answer), images=rel(images), audios=rel(audios), task=task)
 
 
 def _vqa(row: dict, index: int, cfg, rng: np.random.Generator) -> tuple[str, str]:

@@ -156,11 +156,12 @@ def _magvit_part(corpus_dir: str, cfg, files: dict[str, str]) -> dict:
 def _speech_paths(corpus_dir: str, split: str) -> list[str]:
   """Every wav the split's manifests use, sorted."""
   paths = set()
+  folder = os.path.join(corpus_dir, "manifests", split)
   for source in corpus_lib.SOURCES:
-    with open(os.path.join(corpus_dir, "manifests", split, f"{source}.jsonl"), encoding="utf-8") as f:
+    with open(os.path.join(folder, f"{source}.jsonl"), encoding="utf-8") as f:
       for line in f:
-        paths.update(json.loads(line)["audios"])
-  return sorted(os.path.join(corpus_dir, p) for p in paths)
+        paths.update(os.path.normpath(os.path.join(folder, p)) for p in json.loads(line)["audios"])
+  return sorted(paths)
 
 
 def _read_wave(path: str) -> np.ndarray:
