@@ -38,7 +38,8 @@ COLOURS = {"red": (215, 40, 40), "green": (40, 160, 60), "blue": (40, 80, 220), 
 BACKGROUND = (245, 245, 245)
 SPLITS = ("train", "heldout")
 SOURCES = ("t2i", "s2i", "caption", "vqa", "asr", "tts", "svqa", "sqa", "text")
-CAPTION_TEMPLATES = ("a {colour} {shape}", "a picture of a {colour} {shape}", "a {colour} {shape} on a white background")
+CAPTION_TEMPLATES = ("a {colour} {shape}", "a picture of a {colour} {shape}",
+                     "a {colour} {shape} on a white background")
 CAPTION_QUESTION = "what is in the picture?"
 # (question, which label answers it); 'exists' asks "is there a <colour> <shape>?" -> yes / no.
 VQA_QUESTIONS = (("what colour is the shape?", "colour"), ("what shape is this?", "shape"), (None, "exists"))

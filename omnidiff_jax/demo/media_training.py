@@ -2,7 +2,8 @@
 full-size ports and optax; configs/demo_media.py holds their shapes and training settings.
 
   magvit      MAGVIT-v2 (models/magvit): pixel MSE + Show-o's LFQ commitment and entropy losses, Adam, with a
-              continuous-to-LFQ warm start. Reports held-out reconstruction PSNR and code usage. Saved as our converted safetensors (ImageTokenizer).
+              continuous-to-LFQ warm start. Reports held-out reconstruction PSNR and code usage. Saved as our
+              converted safetensors (ImageTokenizer).
   whisper_vq  WhisperVQ (models/speech_in/whisper_vq): the encoder is frozen at its random initialisation (fixed
               seed); its codebook is k-means over the pre-quantiser features of the train speech, so the codes
               are deterministic and separate words. Saved with speech_in.params.save_params (SpeechTokenizer).
