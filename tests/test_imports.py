@@ -6,11 +6,12 @@ import pathlib
 PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "omnidiff_jax"
 # layer -> layers it must not import
 FORBIDDEN = {
-    "models": {"checkpoints", "data", "sampling", "training", "eval"},
-    "data": {"training", "sampling", "eval"},
-    "checkpoints": {"data", "sampling", "training", "eval"},
-    "sampling": {"training", "eval"},
-    "training": {"sampling", "eval"},
+    "models": {"checkpoints", "data", "sampling", "training", "eval", "demo"},
+    "data": {"training", "sampling", "eval", "demo"},
+    "checkpoints": {"data", "sampling", "training", "eval", "demo"},
+    "sampling": {"training", "eval", "demo"},
+    "training": {"sampling", "eval", "demo"},
+    "eval": {"demo"},   # the demo (omnidiff_jax/demo: built-in corpus, media networks) sits on top
 }
 
 

@@ -5,6 +5,12 @@
 #   VENV=/tmp/v bash tools/install.sh test
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# The demo's speech synthesiser (omnidiff_jax/demo/speech.py): espeak-ng when root and apt-get exist; never fails
+# the install (without it the demo uses its own fallback synthesiser and says so in corpus.json).
+if ! command -v espeak-ng >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  { apt-get install -y -q espeak-ng >/dev/null 2>&1 || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q espeak-ng >/dev/null 2>&1; }; } \
+    && echo "install.sh: installed espeak-ng" || echo "install.sh: espeak-ng not installed (the demo falls back to its own synthesiser)"
+fi
 venv="${VENV:-.venv}"
 extras="${1:-}"
 py=""
