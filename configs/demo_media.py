@@ -38,20 +38,22 @@ def get_config(arg=None):
       synthesiser="auto",                                    # 'auto' (espeak-ng if installed), 'espeak', 'fallback'
       sample_rate=16000))
   cfg.magvit = ml_collections.ConfigDict()
-  # 32 px, 3 downsamplings (f = 8) -> 4 x 4 = 16 codes per picture; 8 LFQ bits -> 256 codes.
-  cfg.magvit.model = magvit.model_config(ch=32, encoder_ch_mult=(1, 1, 2, 2), encoder_num_res_blocks=(1, 1, 1, 1),
-                                         decoder_ch_mult=(1, 1, 2, 2), decoder_num_res_blocks=(1, 1, 1, 1),
-                                         z_channels=8)
+  # 32 px, 2 downsamplings (f = 4) -> 8 x 8 = 64 codes per picture; 8 LFQ bits -> 256 codes. No blocks at full
+  # resolution (CPU time); GroupNorm with 8 groups (4 channels each, as the released model's first level) since
+  # 32 groups of one channel each (instance norm) kept the model from learning colours in the CPU budget.
+  cfg.magvit.model = magvit.model_config(ch=32, encoder_ch_mult=(1, 1, 2), encoder_num_res_blocks=(0, 1, 1),
+                                         decoder_ch_mult=(1, 1, 2), decoder_num_res_blocks=(0, 1, 1),
+                                         z_channels=8, norm_groups=8)
   cfg.magvit.image = ml_collections.ConfigDict(dict(resolution=32))
   cfg.magvit.run = ml_collections.ConfigDict(dict(batch_size=32, seed=0))
   # LFQ loss weights: Show-o's LFQuantizer defaults (beta 0.25, commit 0.1, entropy 0.1).
   cfg.magvit.train = ml_collections.ConfigDict(dict(
-      steps=150 if quick else 800, batch_size=16 if quick else 32, learning_rate=2e-3, warmup_steps=20,
-      beta=0.25, commit_weight=0.1, entropy_weight=0.1, seed=0))
+      steps=120 if quick else 600, batch_size=8 if quick else 16, learning_rate=3e-3, warmup_steps=20,
+      quantize_ramp=0.5, beta=0.25, commit_weight=0.1, entropy_weight=0.1, seed=0))
   cfg.whisper_vq = ml_collections.ConfigDict()
   cfg.whisper_vq.frontend = whisper_vq.frontend_config(n_mels=32, batch_size=32)
   cfg.whisper_vq.encoder = whisper_vq.encoder_config(
-      num_mel_bins=32, d_model=64, attention_heads=4, ffn_dim=128, max_source_positions=256, quantize_position=2,
+      num_mel_bins=32, d_model=64, attention_heads=4, ffn_dim=128, max_source_positions=512, quantize_position=2,
       pooling_position=1, codebook_size=64, block_size=16)
   cfg.whisper_vq.train = ml_collections.ConfigDict(dict(kmeans_iters=25, seed=0))
   cfg.sensevoice = ml_collections.ConfigDict()
@@ -61,5 +63,5 @@ def get_config(arg=None):
   cfg.sensevoice.projector = sensevoice.projector_config(input_size=64, hidden_size=128)
   cfg.sensevoice.seed = 0
   cfg.classifier = ml_collections.ConfigDict(dict(
-      widths=(16, 32, 32), hidden=64, steps=120 if quick else 300, batch_size=64, learning_rate=3e-3, seed=0))
+      widths=(16, 32, 32), hidden=64, steps=100 if quick else 250, batch_size=32, learning_rate=3e-3, seed=0))
   return cfg

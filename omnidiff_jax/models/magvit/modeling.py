@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 Array = jax.Array
 
-GROUPS = 32
+GROUPS = 32   # upstream's GroupNorm(32, C); model_config's norm_groups (the demo's 32-channel model uses fewer)
 NORM_EPS = 1e-6
 
 
@@ -37,6 +37,7 @@ def model_config(**overrides) -> ml_collections.ConfigDict:
       decoder_ch_mult=(1, 1, 2, 2, 4),
       decoder_num_res_blocks=(4, 4, 3, 4, 3),  # indexed by level (the decoder runs levels last -> 0)
       z_channels=13,                            # LFQ bits: 2**13 = 8192 codes
+      norm_groups=GROUPS,                       # GroupNorm groups; upstream's 32 (with 32 channels: 1 per group)
       in_channels=3,
       out_channels=3,
       param_dtype="float32",
@@ -53,8 +54,9 @@ def _swish(x: Array) -> Array:
 class _Layers:
   """Layer factory carrying the dtypes and rngs, so every conv/linear is built the same way."""
 
-  def __init__(self, dtype: str, param_dtype: str, rngs: nnx.Rngs):
+  def __init__(self, dtype: str, param_dtype: str, rngs: nnx.Rngs, norm_groups: int = GROUPS):
     self.dtype, self.param_dtype, self.rngs = jnp.dtype(dtype), jnp.dtype(param_dtype), rngs
+    self.norm_groups = norm_groups
 
   def conv3x3(self, cin: int, cout: int, strides: int = 1, padding="SAME") -> nnx.Conv:
     return nnx.Conv(cin, cout, (3, 3), strides, padding=padding, dtype=self.dtype, param_dtype=self.param_dtype,
@@ -64,8 +66,8 @@ class _Layers:
     return nnx.Linear(cin, cout, dtype=self.dtype, param_dtype=self.param_dtype, rngs=self.rngs)
 
   def norm(self, channels: int) -> nnx.GroupNorm:
-    """torch GroupNorm(32, C, eps=1e-6); statistics in fp32 with the two-pass variance (as torch)."""
-    return nnx.GroupNorm(channels, num_groups=GROUPS, epsilon=NORM_EPS, dtype=jnp.float32,
+    """torch GroupNorm(norm_groups, C, eps=1e-6); statistics in fp32 with the two-pass variance (as torch)."""
+    return nnx.GroupNorm(channels, num_groups=self.norm_groups, epsilon=NORM_EPS, dtype=jnp.float32,
                          param_dtype=self.param_dtype, use_fast_variance=False, rngs=self.rngs)
 
 
@@ -243,12 +245,14 @@ class MagvitV2(nnx.Module):
   """Encoder + LFQ + decoder. `cfg` is the `model` section of configs/magvit.py."""
 
   def __init__(self, cfg: ml_collections.ConfigDict, *, rngs: nnx.Rngs):
+    groups = cfg.get("norm_groups", GROUPS)   # configs saved before the field existed: upstream's 32
     for name, mult in (("encoder", cfg.encoder_ch_mult), ("decoder", cfg.decoder_ch_mult)):
-      bad = [cfg.ch * m for m in (1, *mult) if (cfg.ch * m) % GROUPS]
+      bad = [cfg.ch * m for m in (1, *mult) if (cfg.ch * m) % groups]
       if bad:
-        raise ValueError(f"{name} channel counts {bad} are not multiples of GroupNorm's {GROUPS} groups")
+        raise ValueError(f"{name} channel counts {bad} are not multiples of GroupNorm's {groups} groups "
+                         "(model.norm_groups)")
     self.cfg = ml_collections.FrozenConfigDict(cfg)
-    layers = _Layers(cfg.dtype, cfg.param_dtype, rngs)
+    layers = _Layers(cfg.dtype, cfg.param_dtype, rngs, groups)
     self.encoder = Encoder(cfg, layers)
     self.decoder = Decoder(cfg, layers)
 
