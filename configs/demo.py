@@ -1,8 +1,8 @@
 """The demo (tools/demo.py): a small Omni model trained through the three curriculum stages on the built-in
 corpus, then sampled and scored on its held-out split.
 
-  python tools/demo.py --workdir /tmp/omni_demo                 # full: ~20 min on 2 CPU cores
-  python tools/demo.py --workdir /tmp/omni_demo_quick --quick   # quick: configs/demo.py:quick, ~3 min
+  python tools/demo.py --workdir /tmp/omni_demo                 # full
+  python tools/demo.py --workdir /tmp/omni_demo_quick --quick   # quick: configs/demo.py:quick
   python tools/demo.py --config.stages.stage1.steps=200         # any field below, --config.<path>=...
 
 Sections:

@@ -1,8 +1,8 @@
 """The demo: a small Omni model trained on the built-in corpus through the three stages, every task sampled and
 scored on held-out data, an HTML report.
 
-  python tools/demo.py                                    # full run into /tmp/omnidiff_demo (~20 min, 2 cores)
-  python tools/demo.py --quick --workdir /tmp/demo_quick  # configs/demo.py:quick (~3 min)
+  python tools/demo.py                                    # full run into /tmp/omnidiff_demo
+  python tools/demo.py --quick --workdir /tmp/demo_quick  # configs/demo.py:quick (README: measured budget)
   python tools/demo.py --config.stages.stage3.steps=600   # any configs/demo.py field
 
 Steps (omnidiff_jax/demo/run.py): corpus -> media networks -> text BPE -> ArrayRecord shards -> stage 1 -> 2 -> 3
