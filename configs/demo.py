@@ -30,7 +30,7 @@ def get_config(arg=None):
   cfg.text_tokenizer = ml_collections.ConfigDict(dict(text_size=400))
   cfg.model = ml_collections.ConfigDict(dict(hidden_size=128, num_layers=2, num_heads=4, num_kv_heads=2,
                                              head_dim=32, intermediate_size=256))
-  cfg.train = ml_collections.ConfigDict(dict(global_rows=16, seq_len=176, seed=956))
+  cfg.train = ml_collections.ConfigDict(dict(global_rows=16, seq_len=224, seed=956))
   # Stage 3 trains every task but captioning: most steps go there.
   steps = (100, 150, 250) if quick else (200, 300, 600)
   cfg.stages = ml_collections.ConfigDict({
