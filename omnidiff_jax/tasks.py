@@ -12,7 +12,7 @@ Derived tables (live: a task registered later, e.g. by a test with `registered(s
 
 Sampler presets come from upstream's inference and eval scripts (reference notes section 4.3). All use
 temperature 0 and top-p 0.9. Region lengths / steps:
-  t2i, s2i: 260 / 260     svqa, sqa: 128 / 128     vqa: 64 / 64     mme: 8 / 8
+  t2i, s2i: 260 / 260     svqa, sqa: 128 / 128     vqa: 64 / 64     mme: 8 / 8     text (demo): 32 / 32
   tts, asr (demo): 50 / 25
   tts_eval: int(3.5 * text tokens) / half     asr_eval: int(0.2 * prompt length) / half, one block
 """
@@ -244,7 +244,9 @@ _SPEECH_ANSWER = dict(GREEDY, alg="entropy-penalty", repetition_penalty=1.2, boa
 
 # Stable ids: the order of upstream's loss logs and of every checkpoint's per-task metrics; append only.
 BUILTIN = (
-    TaskSpec("text", 0, (None, "{text}", "{answer}"), ("text",), ("text",)),
+    # Text chat: no upstream preset; the demo's short answers (32 positions, one step each).
+    TaskSpec("text", 0, (None, "{text}", "{answer}"), ("text",), ("text",),
+             presets=(Preset("text", fixed_length(32), same_steps, _ENTROPY),), metric="accuracy"),
     TaskSpec("asr", 1, (None, "Convert the speech to text.\n<|audio|>", "{answer}"), ("audio",), ("text",),
              presets=(Preset("asr", fixed_length(50), half_steps, _ENTROPY),
                       Preset("asr_eval", prompt_scaled_length(0.2), half_steps, dict(_ENTROPY, block_size="region"))),

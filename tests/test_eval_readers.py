@@ -237,7 +237,8 @@ def test_manifest(tmp_path):
   asr, tts, vqa, t2i = readers.manifest(str(path))
   assert asr.id == "eval.jsonl:1" and asr.inputs == {"wav": str(tmp_path / "a.wav")}
   assert asr.reference == {"text": "hello world", "task": "asr"}
-  assert tts.inputs == {"text": "Good morning."} and tts.reference == {"text": "Good morning.", "task": "tts"}
+  assert tts.inputs == {"text": "Good morning."}
+  assert tts.reference == {"text": "Good morning.", "task": "tts", "wav": str(tmp_path / "a.wav")}  # the reply's speech
   assert vqa.id == "eval.jsonl:4" and vqa.inputs == {"text": "What colour?", "image": str(tmp_path / "q.png")}
   assert vqa.reference["text"] == "Red"
   assert t2i.inputs == {"text": "A bus"} and t2i.reference["image"] == str(tmp_path / "out.png")

@@ -21,13 +21,13 @@ def test_derived_tables():
   assert dict(synthetic.TASK_MODALITIES)["vqa"] == ("image", "text")
   assert dict(synthetic.TASK_MODALITIES)["svqa"] == ("audio", "audio")
   assert set(inputs.TASK_INPUTS) == set(presets.PRESETS) == set(inputs.CHAT_TASKS)
-  assert dict(inputs.CHAT_TASKS) == {"asr": "asr", "asr_eval": "asr", "tts": "tts", "tts_eval": "tts", "t2i": "t2i",
+  assert dict(inputs.CHAT_TASKS) == {"text": "text", "asr": "asr", "asr_eval": "asr", "tts": "tts", "tts_eval": "tts", "t2i": "t2i",
                                      "s2i": "s2i", "svqa": "svqa", "sqa": "sqa", "vqa": "vqa", "mme": "vqa"}
   assert inputs.TASK_INPUTS["svqa"] == ("wav", "image") and inputs.TASK_INPUTS["mme"] == ("image", "text")
   assert dict(inputs.INFERENCE_USER_TURNS) == {"s2i": "\n<|audio|>", "sqa": "\n<|audio|>"}
   assert chat.TASKS["asr"] == (None, "Convert the speech to text.\n<|audio|>", "{answer}")
   assert {spec.name: spec.metric for spec in tasks.specs()} == {
-      "text": None, "asr": "wer", "tts": "wer", "t2i": "clip", "s2i": "clip", "svqa": "accuracy", "sqa": "accuracy",
+      "text": "accuracy", "asr": "wer", "tts": "wer", "t2i": "clip", "s2i": "clip", "svqa": "accuracy", "sqa": "accuracy",
       "vqa": "accuracy"}
 
 

@@ -75,14 +75,19 @@ class SampleEncoder:
 
   vocab: the id layout; text_tokenizer: the Qwen2 BPE (omnidiff_jax.vocab.load_tokenizer), used through
   omnidiff_jax.chat.build_chat; tokenizer: MediaTokenizer for media without precomputed codes (None: such
-  media are bad samples); feature_dim: width D of user-speech features.
+  media are bad samples); feature_dim: width D of user-speech features; image_grid: codes per image side by
+  role (None: upstream's IMAGE_GRID; the demo's small pictures use a few codes).
   """
 
   def __init__(self, vocab: VocabLayout, text_tokenizer: tokenizers.Tokenizer,
                tokenizer: MediaTokenizer | None = None, feature_dim: int = 512,
-               sample_rate: int = media_lib.SPEECH_SAMPLE_RATE):
+               sample_rate: int = media_lib.SPEECH_SAMPLE_RATE, image_grid: dict[str, int] | None = None):
     self.vocab, self.text_tokenizer, self.tokenizer = vocab, text_tokenizer, tokenizer
     self.feature_dim, self.sample_rate = feature_dim, sample_rate
+    self.image_grid = dict(IMAGE_GRID if image_grid is None else image_grid)
+    if set(self.image_grid) != set(IMAGE_GRID):
+      raise ValueError(f"image_grid must give the codes per side of both roles {sorted(IMAGE_GRID)}, got "
+                       f"{self.image_grid}")
 
   def _need_tokenizer(self, item: MediaItem, what: str) -> MediaTokenizer:
     if self.tokenizer is None:
@@ -101,7 +106,7 @@ class SampleEncoder:
     pending = {}
     for i, item in enumerate(record.images):
       if item.codes is None:
-        res = IMAGE_GRID[item.role] * self._need_tokenizer(item, "image").image_downsample
+        res = self.image_grid[item.role] * self._need_tokenizer(item, "image").image_downsample
         if item.array is None and item.path is None:
           raise BadSample(f"images[{i}]: neither a file nor precomputed codes")
         pending[("image", res, i)] = media_lib.load_image(
@@ -135,7 +140,7 @@ class SampleEncoder:
   def _build(self, record: Record, tokenized: dict) -> Sample:
     image_codes, speech, features = [], [], []
     for i, item in enumerate(record.images):
-      grid = IMAGE_GRID[item.role]
+      grid = self.image_grid[item.role]
       raw = (tokenized[("image", grid * self.tokenizer.image_downsample, i)] if item.codes is None
              else _load_array(item.codes, "image codes"))
       image_codes.append(check_codes(raw, self.vocab.num_image_codes, f"images[{i}] codes '{item.name}'", grid ** 2))

@@ -282,7 +282,8 @@ def manifest(path: str, media_root: str | None = None) -> list[Sample]:
 
   inputs: text = the first user turn with the task prompt and placeholders removed (the TTS text, T2I caption or
   VQA question; none for ASR), image / wav = the first user image / audio path; reference: text = the assistant
-  text (ASR transcript, VQA answer) or, for TTS, the text to speak; image = the assistant image path (T2I / S2I).
+  text (ASR transcript, VQA answer) or, for TTS, the text to speak; image / wav = the assistant image / audio
+  path (T2I / S2I; TTS, SVQA / SQA).
   Upstream's eval manifests (LibriSpeech / LibriTTS JSONL) read the same way.
   """
   samples = []
@@ -302,9 +303,10 @@ def manifest(path: str, media_root: str | None = None) -> list[Sample]:
     for tag in (chat.IMAGE_TAG, chat.AUDIO_TAG):
       answer = answer.replace(tag, "")
     reference = {"text": text if record.task == "tts" else answer.strip(), "task": record.task}
-    assistant_images = [item.path for item in record.images if item.role == "assistant" and item.path]
-    if assistant_images:
-      reference["image"] = assistant_images[0]
+    for kind, items in (("image", record.images), ("wav", record.audios)):
+      assistant_items = [item.path for item in items if item.role == "assistant" and item.path]
+      if assistant_items:
+        reference[kind] = assistant_items[0]
     line = record.where.rsplit(":", 1)[1]
     samples.append(Sample(f"{os.path.basename(path)}:{line}", inputs, reference))
   return samples

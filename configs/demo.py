@@ -1,0 +1,45 @@
+"""The demo (tools/demo.py): a small Omni model trained through the three curriculum stages on the built-in
+corpus, then sampled and scored on its held-out split.
+
+  python tools/demo.py --workdir /tmp/omni_demo                 # full
+  python tools/demo.py --workdir /tmp/omni_demo_quick --quick   # quick: configs/demo.py:quick
+  python tools/demo.py --config.stages.stage1.steps=200         # any field below, --config.<path>=...
+
+Sections:
+  media      the corpus and media-network config (configs/demo_media.py[:arg]: pictures, speech, MAGVIT-v2,
+             WhisperVQ, SenseVoice, shape/colour classifier); pictures are grid x grid codes (picture side over
+             MAGVIT-v2's pixels per code) in user and reply turns alike
+  text_tokenizer  vocab text ids of the BPE trained on the corpus text (>= 280: 256 bytes + 24 specials)
+  model      the backbone shape; every other model setting is the 7B stage configs' (configs/stages.py
+             TRAINING_MODEL: f32 parameters, bf16 compute, XLA attention, full remat) and so is the optimizer
+  train      packed rows per step, row length, seed; stages.<s>: steps, learning rate, warm-up of each stage
+             (stage sources as configs/stages.py, each weighted 1: the corpus has equally many lines per task)
+  eval       held-out samples per task, sampler batch, decoding-mode comparison (tasks and settings)
+"""
+import ml_collections
+
+STAGES = ("stage1", "stage2", "stage3")
+
+
+def get_config(arg=None):
+  if arg not in (None, "", "quick"):
+    raise ValueError(f"unknown config argument {arg!r}; use configs/demo.py or configs/demo.py:quick")
+  quick = arg == "quick"
+  cfg = ml_collections.ConfigDict()
+  cfg.media = "demo_media.py:quick" if quick else "demo_media.py"
+  cfg.text_tokenizer = ml_collections.ConfigDict(dict(text_size=400))
+  cfg.model = ml_collections.ConfigDict(dict(hidden_size=128, num_layers=2, num_heads=4, num_kv_heads=2,
+                                             head_dim=32, intermediate_size=256))
+  cfg.train = ml_collections.ConfigDict(dict(global_rows=16, seq_len=224, seed=956))
+  # Stage 3 trains every task but captioning: most steps go there.
+  steps = (100, 150, 250) if quick else (200, 300, 600)
+  cfg.stages = ml_collections.ConfigDict({
+      stage: dict(steps=n, learning_rate=3e-3, warmup_steps=max(n // 20, 1)) for stage, n in zip(STAGES, steps)})
+  cfg.eval = ml_collections.ConfigDict(dict(
+      samples=16 if quick else 32, batch_size=8, seed=0,
+      # Decoding modes compared side by side (on top of each task's preset): exact = the preset, threshold =
+      # confidence-threshold parallel decoding, kv_cache = the block-wise approximate KV cache.
+      mode_tasks=["t2i", "asr"],
+      modes=[dict(name="exact"), dict(name="threshold", threshold=0.9),
+             dict(name="kv_cache", block_size=4, kv_cache=True)]))
+  return cfg
