@@ -1,29 +1,52 @@
-"""Markdown rows of bench/RESULTS.md's "7B train step per topology" table from tools/aot_compile.py --out files.
+"""Markdown rows of bench/RESULTS.md's "7B train step per topology" table (train steps) and its sampler table
+from tools/aot_compile.py --out files.
 
   python bench/aot_table.py /tmp/aot/*.json
 """
 import json
 import sys
 
+from omnidiff_jax.aot import targets
+
+
+def _mesh(r: dict) -> str:
+  return "x".join(str(r["mesh"][a]) for a in ("data", "fsdp", "tensor"))
+
+
+def _fit(r: dict) -> str:
+  verdict = "fits" if r["verdict"].startswith("fits") else "**OOM**"
+  headroom = f"{r['hbm_headroom']:.0%}" if "hbm_headroom" in r else "-"
+  return f"{r['memory_gib']['total']:.1f} / {r['memory_gib']['usable_hbm']:.2f} | {verdict} ({headroom})"
+
 
 def row(r: dict) -> str:
-  mem = r["memory_gib"]
-  mesh = "x".join(str(r["mesh"][a]) for a in ("data", "fsdp", "tensor"))
+  """A train-step row: target, config, mesh, settings, compile s, GiB / usable, verdict, MFU bounds."""
   micro = r["global_rows"] / r.get("grad_accum_steps", 1) / (r["mesh"]["data"] * r["mesh"]["fsdp"])
   settings = f"{r['remat']}, {r['attention']}, {micro:g} row/batch-device/micro-batch"
   if r.get("grad_accum_steps", 1) > 1:
     settings += f", accum {r['grad_accum_steps']}"
-  verdict = "fits" if r["verdict"].startswith("fits") else "**OOM**"
-  headroom = f"{r['hbm_headroom']:.0%}" if "hbm_headroom" in r else "-"
   mfu = f"{r['mfu_bound']:.2f} ({r['bound']}) / {r['mfu_bound_compute_only']:.2f}" if r["mfu_bound"] else "-"
-  return (f"| {r['target']} | `{r['config']}` | {mesh} | {settings} | {r['compile_seconds']:.0f} | "
-          f"{mem['total']:.1f} / {mem['usable_hbm']:.2f} | {verdict} ({headroom}) | {mfu} |")
+  return (f"| {r['target']} | `{r['config']}` | {_mesh(r)} | {settings} | {r['compile_seconds']:.0f} | "
+          f"{_fit(r)} | {mfu} |")
+
+
+def sampler_row(r: dict) -> str:
+  """A sampler row: target, mode, mesh, shape, compile s, GiB / usable, verdict, weights GiB per device and the
+  ms to read them once at the chip's HBM bandwidth (the floor of a step), roofline ms per step."""
+  mode = "KV cache" if r["what"] == "sampler_kv_cache" else "exact"
+  shape = f"{r['batch']} x ({r['prompt_len']} + {r['region_len']}), {r['param_dtype']} weights, {r['attention']}"
+  bandwidth = next(c.hbm_bandwidth for c in targets.CHIPS.values() if c.name == r["chip"])
+  weights = f"{r['params_gib_per_device']:.2f} ({r['params_gib_per_device'] * targets.GIB / bandwidth * 1e3:.2f})"
+  ms = (f"{r['roofline_ms']:.2f} ({r['bound']}; compute {r['compute_ms']:.2f}, memory {r['memory_ms']:.2f})"
+        if r.get("compute_ms") is not None else "-")
+  return (f"| {r['target']} | {mode} | {_mesh(r)} | {shape} | {r['compile_seconds']:.0f} | {_fit(r)} | "
+          f"{weights} | {ms} |")
 
 
 def main(paths: list[str]) -> None:
   for path in paths:
     for r in json.load(open(path)):
-      print(row(r))
+      print(sampler_row(r) if r["what"].startswith("sampler") else row(r))
 
 
 if __name__ == "__main__":

@@ -1,15 +1,20 @@
-"""FLOP counts for MFU. Attention is bidirectional, so the full L x L score and value matmuls count."""
+"""FLOP counts for MFU. Attention is bidirectional, so the full L x L score and value matmuls count; lm_head
+counts the padded logit width the model computes (config.padded_vocab_size), as MaxText counts its padded
+vocabulary."""
 from __future__ import annotations
 
 import ml_collections
 
+from omnidiff_jax.config import padded_vocab_size
+
 
 def matmul_params(model_cfg: ml_collections.ConfigDict) -> int:
-  """Weights that take part in a matmul per token: all layer projections plus lm_head (not the embedding)."""
+  """Weights that take part in a matmul per token: all layer projections plus lm_head (its padded rows: the
+  model computes those logits too; not the embedding)."""
   c = model_cfg
   attn = c.hidden_size * c.head_dim * (2 * c.num_heads + 2 * c.num_kv_heads)
   mlp = 3 * c.hidden_size * c.intermediate_size
-  return c.num_layers * (attn + mlp) + c.hidden_size * c.vocab_size
+  return c.num_layers * (attn + mlp) + c.hidden_size * padded_vocab_size(c)
 
 
 def flops_per_token(model_cfg: ml_collections.ConfigDict, seq_len: int, training: bool = True) -> float:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from omnidiff_jax import sharding
+from omnidiff_jax import platform, sharding
 from omnidiff_jax.models.dream import attention
 
 
@@ -94,3 +94,19 @@ def test_splash_with_kv_heads_replicated_over_tensor():
   with sharding.use_mesh(sharding.make_mesh(ml_collections.ConfigDict(dict(data=1, fsdp=1, tensor=8)))):
     with pytest.raises(ValueError, match="4 query heads over tensor=8"):
       jax.jit(functools.partial(attention.splash_attention, interpret=True))(q, k, v, seg)
+
+
+def test_target_platform_is_the_mesh_devices_platform_under_jit():
+  """A TPU topology compiled on a CPU host: the abstract mesh's device description names the platform."""
+  tpu = jax.sharding.AbstractDevice(device_kind="TPU v5 lite", num_cores=1, platform="tpu")
+  mesh = jax.sharding.AbstractMesh((1,), ("tensor",), abstract_device=tpu)
+  seen = []
+
+  def record(x):
+    seen.append(platform.target_platform())
+    return x
+
+  with jax.sharding.use_abstract_mesh(mesh):
+    jax.jit(record).trace(jax.ShapeDtypeStruct((2,), jnp.float32))
+  assert seen == ["tpu"]
+  assert platform.target_platform() == jax.default_backend() == "cpu"

@@ -24,12 +24,15 @@ def test_7b_parameter_counts():
   assert _abstract_param_count(dream_7b.get_config()) == 28 * PER_LAYER + 2 * 152_064 * 3584 + 3584
 
 
-def test_flops_per_token_counts_full_attention():
+def test_flops_per_token_counts_full_attention_and_the_padded_logits():
+  """lm_head counts the 176,384 padded logit rows the model computes, not the 176,264 real ids."""
   cfg = omni_7b.get_config().model
-  assert flops.matmul_params(cfg) == 28 * LAYER_MATMUL + 3584 * 176_264
+  assert flops.matmul_params(cfg) == 28 * LAYER_MATMUL + 3584 * 176_384
   seq = 3072
-  forward = 2 * (28 * LAYER_MATMUL + 3584 * 176_264) + 4 * seq * 28 * 128 * 28
+  forward = 2 * (28 * LAYER_MATMUL + 3584 * 176_384) + 4 * seq * 28 * 128 * 28
   assert flops.flops_per_token(cfg, seq, training=False) == forward
   assert flops.flops_per_token(cfg, seq) == 3 * forward
   # 6 x 7.157B matmul weights = 42.9 GFLOP plus 3.7 GFLOP of full attention at 3072 tokens.
   assert 46.6e9 < flops.flops_per_token(cfg, seq) < 46.7e9
+  # Dream's 152,064 rows are already a multiple of 128: nothing added.
+  assert flops.matmul_params(dream_7b.get_config().model) == 28 * LAYER_MATMUL + 3584 * 152_064

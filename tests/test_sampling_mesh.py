@@ -75,14 +75,19 @@ def _run_cli(*args):
   return out
 
 
+def _write_checkpoint(cfg, model, step_dir):
+  """`model`'s parameters as an Orbax checkpoint step with cfg's vocab and model sections."""
+  params = nnx.to_flat_state(nnx.state(model, nnx.Param))
+  orbax_io.write(step_dir, ((("params", *path), var.get_value()) for path, var in params),
+                 dict(format=orbax_io.FORMAT, config=ml_collections.ConfigDict(dict(vocab=cfg.vocab,
+                                                                                   model=cfg.model)).to_dict()))
+
+
 @needs_8
 def test_sample_cli_mesh_equals_one_device(tmp_path):
   """tools/sample.py --checkpoint --mesh 1,1,8 (t2i) and 2,1,4 (tts) (checkpoints.load(..., mesh=)) vs 1,1,1."""
   cfg = _tiny()
-  params = nnx.to_flat_state(nnx.state(_sharp_model(cfg), nnx.Param))
-  orbax_io.write(tmp_path / "ck" / "0", ((("params", *path), var.get_value()) for path, var in params),
-                 dict(format=orbax_io.FORMAT, config=ml_collections.ConfigDict(dict(vocab=cfg.vocab,
-                                                                                   model=cfg.model)).to_dict()))
+  _write_checkpoint(cfg, _sharp_model(cfg), tmp_path / "ck" / "0")
   for task, mesh in (("t2i", "1,1,8"), ("tts", "2,1,4")):
     tokens = []
     for sizes in ("1,1,1", mesh):
@@ -90,6 +95,26 @@ def test_sample_cli_mesh_equals_one_device(tmp_path):
                "--steps=8", "--region_len=24", "--seed=1", f"--mesh={sizes}", f"--out={tmp_path / 'out.json'}")
       tokens.append([row["tokens"] for row in json.loads((tmp_path / "out.json").read_text())["results"]])
     assert tokens[1] == tokens[0], (task, mesh)
+
+
+@needs_8
+def test_sample_cli_loads_a_training_checkpoint_in_the_compute_dtype(tmp_path):
+  """A training checkpoint (the stage configs' f32 weights, bf16 compute, speech projector) loads as bf16
+  through tools/sample.py (what lets the 7B sample on one 16 GiB chip), or as --param_dtype asks."""
+  from configs import stage1
+  cfg = stage1.get_config("tiny")
+  assert (cfg.model.param_dtype, cfg.model.dtype) == ("float32", "bfloat16")
+  model = sharding.create_model(cfg.model, seed=0)
+  _write_checkpoint(cfg, model, tmp_path / "ck" / "0")
+  stored = orbax_io.array_shapes(tmp_path / "ck")
+  assert {dtype.name for path, (_, dtype) in stored.items()} == {"float32"}
+  assert any(path[1] == "audio_projection" for path in stored), "the stage config's speech projector is not stored"
+  count = sum(int(np.prod(shape)) for shape, _ in stored.values())
+  for flags, dtype, itemsize in (([], "bfloat16", 2), (["--param_dtype=float32"], "float32", 4)):
+    out = _run_cli(f"--checkpoint={tmp_path / 'ck'}", "--task=t2i", "--prompt_ids=3,5,7", "--steps=2",
+                   "--region_len=8", "--mesh=1,1,2", *flags, f"--out={tmp_path / 'out.json'}")
+    assert f"{count / 1e9:.3g} B parameters as {dtype}, {count * itemsize / 2**30:.3g} GiB in all on 2 devices" in \
+        out.stderr, out.stderr[-2000:]
 
 
 def test_padding_the_row_length_changes_no_token():

@@ -326,7 +326,8 @@ def test_boa_index_matches_upstream_formula():
 def test_top_p_filter_matches_reference(top_p):
   """Against upstream's top_p_logits: the same kept values per row (what the token and the confidence depend
   on); of logits tied at the cutoff ours keeps the lowest indices (torch's order is unspecified). Near top_p the
-  decision could differ where the float32 cumulative mass rounds differently; these rows have no such case."""
+  decision could differ where the float32 cumulative mass rounds differently; these rows have no such case.
+  Every radix (bits settled per pass: 1 on CPU, 4 on TPU / GPU) gives the same result."""
   rng = np.random.default_rng(5)
   logits = rng.normal(0, 3, (64, 320)).astype(np.float32)
   logits[:8] = np.round(logits[:8])  # many exact ties, also at the cutoff
@@ -340,6 +341,9 @@ def test_top_p_filter_matches_reference(top_p):
   got = np.asarray(logits_lib.top_p_filter(jnp.asarray(logits), top_p))
   fill = np.finfo(np.float32).min
   np.testing.assert_array_equal(np.sort(got, axis=-1), np.sort(want, axis=-1))
+  for bits in (1, 2, 4, 8):
+    np.testing.assert_array_equal(np.asarray(logits_lib.top_p_filter(jnp.asarray(logits), top_p, bits)), got,
+                                  err_msg=f"bits={bits}")
   for row_got, row in zip(got, logits):
     kept = row_got != fill
     if kept.all() or not (row != fill).any():

@@ -29,6 +29,7 @@ checkpoint (its SenseVoice tensors, the model's projector) or from --sensevoice 
   python tools/sample.py --task t2i --prompt_ids 12,40,7,99 --config.model.num_layers=2     # random tiny model
   python tools/sample.py --task t2i --prompt_ids 1,2,3 --threshold 0.9 --block_size 32 --kv_cache
   python tools/sample.py --checkpoint /ckpt/omni_orbax ... --mesh 1,1,8      # 8-way tensor parallel
+  python tools/sample.py --checkpoint run/stage1/checkpoints ...    # training's f32 weights load as bf16
   python tools/sample.py --task s2i --prompt_ids 5,6,7 --uncond_ids 5 --mode upstream --cfg_alignment upstream \
       --cfg_scale 2.0 --repetition_penalty 1.5 --position_penalty 2.0 --steps 64
 Fidelity and speed: --mode, --cfg_alignment, --cfg_scale, --repetition_penalty, --position_penalty, --alg,
@@ -93,6 +94,9 @@ _REPETITION_PENALTY = flags.DEFINE_float("repetition_penalty", None, "Penalty on
 _POSITION_PENALTY = flags.DEFINE_float("position_penalty", None, "Position-penalty ramp P (1 = off).")
 _MESH = flags.DEFINE_string("mesh", None, "Device mesh data,fsdp,tensor (one size may be -1) to shard the model over; "
                             "default: tensor parallel over the devices (sharding.inference_mesh_shape).")
+_PARAM_DTYPE = flags.DEFINE_enum("param_dtype", None, ["bfloat16", "float16", "float32"],
+                                 "Dtype to load --checkpoint's parameters in; default: its model.dtype (compute "
+                                 "dtype), so a training checkpoint's f32 weights load as bf16 for the 7B.")
 _SEED = flags.DEFINE_integer("seed", 0, "Sampling seed (and model / random tokenizer-network init seed).")
 _OUT = flags.DEFINE_string("out", None, "Write the results as JSON here (default: print).")
 
@@ -129,15 +133,28 @@ def make_mesh(spec: str | None, model_cfg):
   return sharding.make_mesh(ml_collections.ConfigDict(dict(zip(sharding.MESH_AXES, sizes))), devices)
 
 
-def load_model(cfg, checkpoint: str | None, seed: int, mesh_spec: str | None):
-  """(model, config) sharded over the mesh: the checkpoint and its stored config when given, else a random init
-  of cfg.model."""
+def load_model(cfg, checkpoint: str | None, seed: int, mesh_spec: str | None, param_dtype: str | None):
+  """(model, config) sharded over the mesh: the checkpoint and its stored config when given, its parameters in
+  `param_dtype` (default: the stored compute dtype model.dtype; training stores f32 weights and computes in
+  bf16, and inference needs no more), else a random init of cfg.model."""
   from omnidiff_jax import sharding
   if checkpoint is not None:
     from omnidiff_jax import checkpoints
     from omnidiff_jax.checkpoints import orbax_io
-    return checkpoints.load(checkpoint, mesh=make_mesh(mesh_spec, orbax_io.read_config(checkpoint).model))
+    stored = orbax_io.read_config(checkpoint).model
+    return checkpoints.load(checkpoint, mesh=make_mesh(mesh_spec, stored), dtype=param_dtype or stored.dtype)
   return sharding.create_model(cfg.model, make_mesh(mesh_spec, cfg.model), seed=seed), cfg
+
+
+def describe_params(model) -> str:
+  """'7.62 B parameters as bfloat16, 14.2 GiB in all on 4 devices' (dtypes of the nnx.Param leaves)."""
+  import jax
+  from flax import nnx
+  leaves = jax.tree.leaves(nnx.state(model, nnx.Param))
+  dtypes = sorted({leaf.dtype.name for leaf in leaves})
+  devices = {d for leaf in leaves for d in leaf.sharding.device_set}
+  return (f"{sum(leaf.size for leaf in leaves) / 1e9:.3g} B parameters as {'/'.join(dtypes)}, "
+          f"{sum(leaf.nbytes for leaf in leaves) / 2**30:.3g} GiB in all on {len(devices)} devices")
 
 
 def speech_encoder(model):
@@ -246,7 +263,8 @@ def main(argv):
   try:
     if raw_inputs:  # before loading anything: the task's inputs and their files
       inputs.check_inputs(_TASK.value, _TEXT.value, _IMAGE.value, _WAV.value)
-    model, cfg = load_model(_CONFIG.value, _CHECKPOINT.value, _SEED.value, _MESH.value)
+    model, cfg = load_model(_CONFIG.value, _CHECKPOINT.value, _SEED.value, _MESH.value, _PARAM_DTYPE.value)
+    print(describe_params(model), file=sys.stderr)
     vocab = VocabLayout.from_config(cfg.vocab)
     start = time.perf_counter()
     result, sampler_cfg, prompts = (sample_inputs if raw_inputs else sample_ids)(model, vocab, overrides)

@@ -25,6 +25,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 from omnidiff_jax import flops, sharding
 from omnidiff_jax.aot import hlo_cost, targets
 from omnidiff_jax.checkpoints import orbax_io
+from omnidiff_jax.config import padded_vocab_size
 from omnidiff_jax.sampling import sampler
 from omnidiff_jax.sampling.schedule import SamplerConfig, make_plan
 from omnidiff_jax.training import batch as batchlib
@@ -79,10 +80,12 @@ def compile_sampler(cfg: ml_collections.ConfigDict, mesh: jax.sharding.Mesh, sam
 
 def sampler_model_flops(cfg: ml_collections.ConfigDict, batch: int, length: int, window: int,
                         num_devices: int) -> float:
-  """Model FLOPs of one full-row sampler step per device: the forward over the row, lm_head on the window."""
+  """Model FLOPs of one full-row sampler step per device: the forward over the row, lm_head (padded logit
+  width) on the window."""
   c = cfg.model
-  body = flops.flops_per_token(c, length, training=False) - 2 * c.hidden_size * c.vocab_size
-  return (body * batch * length + 2 * c.hidden_size * c.vocab_size * batch * window) / num_devices
+  lm_head = 2 * c.hidden_size * padded_vocab_size(c)
+  body = flops.flops_per_token(c, length, training=False) - lm_head
+  return (body * batch * length + lm_head * batch * window) / num_devices
 
 
 def report(compiled, chip: targets.Chip, model_flops: float, compile_seconds: float,
@@ -178,11 +181,19 @@ def train_report(cfg: ml_collections.ConfigDict, mesh: jax.sharding.Mesh, chip: 
 
 def sampler_report(cfg: ml_collections.ConfigDict, mesh: jax.sharding.Mesh, chip: targets.Chip,
                    sampler_cfg: SamplerConfig, batch: int, prompt_len: int, region_len: int) -> tuple[dict, Any]:
-  """Per-step figures: the loop's data-dependent while counts once (both KV-cache branches counted)."""
-  compiled, seconds = compile_sampler(cfg, mesh, sampler_cfg, batch, prompt_len, region_len)
-  window = make_plan(sampler_cfg, region_len).window
-  result = report(compiled, chip, sampler_model_flops(cfg, batch, prompt_len + region_len, window, mesh.size),
-                  seconds, entry_loop_trips=1)
+  """Per-step figures: the loop's data-dependent while counts once (both KV-cache branches counted); compiled
+  is None when out of HBM."""
+  start = time.perf_counter()
+  try:
+    compiled, seconds = compile_sampler(cfg, mesh, sampler_cfg, batch, prompt_len, region_len)
+  except jax.errors.JaxRuntimeError as e:
+    result, compiled = out_of_memory_report(e, chip, time.perf_counter() - start), None
+    if result is None:
+      raise
+  else:
+    window = make_plan(sampler_cfg, region_len).window
+    result = report(compiled, chip, sampler_model_flops(cfg, batch, prompt_len + region_len, window, mesh.size),
+                    seconds, entry_loop_trips=1)
   graphdef, state, *_ = sampler_inputs(cfg, mesh, batch, prompt_len, region_len)
   del graphdef
   shardings = jax.tree.map(lambda a: a.sharding, state)
@@ -191,7 +202,7 @@ def sampler_report(cfg: ml_collections.ConfigDict, mesh: jax.sharding.Mesh, chip
                 attention=cfg.model.attention_impl, param_dtype=cfg.model.param_dtype, dtype=cfg.model.dtype,
                 replicated_params=replicated_leaves(shardings, state),
                 params_gib_per_device=sharded_argument_bytes(state) / GIB,
-                mosaic_kernels=compiled.as_text().count('custom_call_target="tpu_custom_call"'),
+                mosaic_kernels=compiled.as_text().count('custom_call_target="tpu_custom_call"') if compiled else 0,
                 note="per sampler step: roofline_ms and flops are one iteration of the denoising loop")
   return result, compiled
 

@@ -14,7 +14,8 @@ scan and SPMD collective-matmul loops are all under-counted. This walks the modu
                cuBLAS GEMM custom calls (GPU) from their dot dimension numbers
   bytes        for every instruction outside fusions that touches memory (fusions, custom calls, copies,
                collectives, ...): output bytes + operand bytes. A fusion operand read only through
-               dynamic-slice (a layer's weights out of the stacked (layers, ...) array) counts the slices; a
+               dynamic-slice (a layer's weights out of the stacked (layers, ...) array; also through a nested
+               fusion's dynamic-slice) counts the slices; a
                fusion whose root is an in-place dynamic-update-slice counts the update, not the whole buffer.
 
 It is an estimate of HBM traffic (no cache reuse); `once` gives the same count with every multiplier 1, to
@@ -204,13 +205,47 @@ def _splash_flops(instr: Instruction) -> float:
   return _SPLASH_MATMULS[kind] * 2.0 * rows_heads * q[-2] * k[-2] * q[-1]
 
 
-def _fusion_bytes(instr: Instruction, types: dict[str, str], fused: list[Instruction]) -> int:
-  """Operand + output bytes of a fusion, counting sliced reads and in-place updates by their sizes."""
-  params = {int(re.match(r"(\d+)\)", i.rest).group(1)): i.name for i in fused if i.opcode == "parameter"}
+def _parameters(fused: list[Instruction]) -> dict[int, str]:
+  """{parameter number: instruction name} of a fused computation."""
+  return {int(re.match(r"(\d+)\)", i.rest).group(1)): i.name for i in fused if i.opcode == "parameter"}
+
+
+def _users(fused: list[Instruction]) -> dict[str, list[Instruction]]:
   users: dict[str, list[Instruction]] = {}
   for i in fused:
     for o in _operands(i.rest):
       users.setdefault(o, []).append(i)
+  return users
+
+
+def _sliced_read_bytes(param: str, fused: list[Instruction], comps: dict[str, list[Instruction]]) -> int | None:
+  """Bytes read of fusion parameter `param` when it is read only through dynamic-slices (a layer's weights out
+  of the stacked (layers, ...) array), also inside a nested fusion (TPU wraps the slice in a kLoop fusion
+  that feeds the matmul); None when some use reads it whole."""
+  users = _users(fused).get(param, [])
+  if not users:
+    return None
+  total = 0
+  for user in users:
+    if user.opcode == "dynamic-slice" and _operands(user.rest)[0] == param:  # not a slice index
+      total += _bytes(user.type)
+      continue
+    nested = comps.get(_attr(user.rest, "calls") or "") if user.opcode == "fusion" else None
+    if nested is None:
+      return None
+    inner_params = _parameters(nested)
+    for index, operand in enumerate(_operands(user.rest)):
+      inner = _sliced_read_bytes(inner_params[index], nested, comps) if operand == param else 0
+      if inner is None:
+        return None
+      total += inner
+  return total
+
+
+def _fusion_bytes(instr: Instruction, types: dict[str, str], fused: list[Instruction],
+                  comps: dict[str, list[Instruction]]) -> int:
+  """Operand + output bytes of a fusion, counting sliced reads and in-place updates by their sizes."""
+  params = _parameters(fused)
   root = next(i for i in fused if i.root)
   fused_types = types_of(fused)
   total, updated_buffer = 0, None
@@ -221,13 +256,10 @@ def _fusion_bytes(instr: Instruction, types: dict[str, str], fused: list[Instruc
     total += _bytes(instr.type)
   for index, operand in enumerate(_operands(instr.rest)):
     param = params.get(index)
-    param_users = users.get(param, [])
     if param is not None and param == updated_buffer:
       continue
-    if param_users and all(u.opcode == "dynamic-slice" for u in param_users):
-      total += sum(_bytes(u.type) for u in param_users)
-    else:
-      total += _bytes(types.get(operand, ""))
+    sliced = _sliced_read_bytes(param, fused, comps) if param is not None else None
+    total += _bytes(types.get(operand, "")) if sliced is None else sliced
   return total
 
 
@@ -285,7 +317,7 @@ def analyze(hlo_text: str, entry_loop_trips: int | None = None) -> Cost:
       b = 0
       if not fused_in[comp] and instr.opcode not in _NO_MEMORY:
         if instr.opcode == "fusion":
-          b = _fusion_bytes(instr, types[comp], comps[_attr(instr.rest, "calls")])
+          b = _fusion_bytes(instr, types[comp], comps[_attr(instr.rest, "calls")], comps)
         else:
           b = _bytes(instr.type) + sum(_bytes(types[comp].get(o, "")) for o in _operands(instr.rest))
       flops, bytes_ = flops + f * mult, bytes_ + b * mult

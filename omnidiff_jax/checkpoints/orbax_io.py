@@ -209,14 +209,18 @@ def load(path: str | os.PathLike, *, mesh: jax.sharding.Mesh | None = None,
       model config has an audio_projector (converted Omni checkpoints, trained ones of the stage configs).
     mesh: device mesh to shard the parameters over (logical rules of omnidiff_jax.sharding); it may
       differ from the mesh (or device count) that saved. None puts everything on the default device.
-    dtype: parameter dtype, e.g. 'bfloat16'; None keeps the stored config's model.param_dtype.
+    dtype: parameter dtype, e.g. 'bfloat16' (the backbone's and the audio projector's); None keeps the
+      stored config's model.param_dtype. Orbax casts each shard on the host as it is read, so a training
+      checkpoint's f32 weights never sit on the devices in f32.
   Returns:
     (model, config): config is the stored ml_collections config (sections vocab and model), with
-    model.param_dtype updated when `dtype` is given.
+    model.param_dtype (and model.audio_projector.param_dtype) updated when `dtype` is given.
   """
   cfg = read_config(path)
   if dtype is not None:
     cfg.model.param_dtype = jax.numpy.dtype(dtype).name
+    if cfg.model.get("audio_projector") is not None:
+      cfg.model.audio_projector.param_dtype = cfg.model.param_dtype
   graphdef, abstract = abstract_model(cfg.model, mesh)
   if mesh is None:
     device = jax.sharding.SingleDeviceSharding(jax.devices()[0])

@@ -12,6 +12,8 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import PartitionSpec as P
 
+from omnidiff_jax.platform import target_platform
+
 Array = jax.Array
 
 IMPLEMENTATIONS = ("xla", "cudnn", "splash")
@@ -45,17 +47,6 @@ def dot_product_attention(q: Array, k: Array, v: Array, segment_ids: Array | Non
       segment_ids, kv_segment_ids = jnp.ones(q.shape[:2], jnp.int32), jnp.ones(k.shape[:2], jnp.int32)
     return splash_attention(q, k, v, segment_ids, kv_segment_ids, interpret=interpret)
   raise ValueError(f"unknown attention_impl {impl!r}; expected one of {IMPLEMENTATIONS}")
-
-
-def target_platform() -> str:
-  """Platform of the devices being compiled for: the current mesh's ('tpu' for a TPU topology compiled on a
-  CPU host), else the default backend's."""
-  from jax._src import mesh as mesh_lib  # get_concrete_mesh: the only mesh with devices visible under jit
-
-  mesh = mesh_lib.get_concrete_mesh()
-  if mesh is not None and not mesh.empty:
-    return mesh.devices.flat[0].platform
-  return jax.default_backend()
 
 
 def check_splash_platform(platform: str, interpret: bool) -> None:
