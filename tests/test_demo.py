@@ -1,10 +1,11 @@
-"""The quick demo (python tools/demo.py --quick) end to end: built-in corpus, media networks, BPE, ArrayRecord
-shards, stages 1 -> 2 -> 3, held-out eval of every task with chance beside it, the decoding modes of T2I and ASR,
-report.html with pictures, audio players, loss curves and tables; a re-run resumes (every step skipped).
+"""The demo's whole path (tools/demo.py on configs/demo.py:quick, with each stage cut to 4 steps and 4 held-out
+samples per task so it fits the suite): built-in corpus, media networks, BPE, ArrayRecord shards, stages 1 -> 2 -> 3,
+held-out eval of every task with chance beside it, the decoding modes of T2I and ASR, report.html with pictures,
+audio players, loss curves and tables; a re-run resumes (every step skipped).
 
-Not asserted yet: that every task beats chance. At the quick settings (100 / 150 / 250 steps) the model has learnt
-the answer templates but not yet to condition on its inputs (measured: ASR WER 61.1 vs a best-constant chance of
-58.9, T2I 0.125 vs 0.125, VQA 0.375 vs 0.188; README, "The demo")."""
+Plumbing only: at these steps no task is expected to beat chance, and at the quick settings (100 / 150 / 250
+steps) most tasks do not yet either (measured: ASR WER 61.1 vs a best-constant chance of 58.9, T2I 0.125 vs
+0.125, VQA 0.375 vs 0.188; README, "The demo"), so nothing here asserts it (issue 18 stays open)."""
 import json
 import math
 import re
@@ -14,13 +15,16 @@ import pytest
 from omnidiff_jax import tasks
 from tool_cli import run_tool
 
+SAMPLES = 4
+ARGS = ["--config=configs/demo.py:quick", f"--config.eval.samples={SAMPLES}",
+        *(f"--config.stages.stage{i}.steps=4" for i in (1, 2, 3)), "--cpu_devices=2"]
 STEPS = ["corpus", "media", "text_tokenizer", "tokenize", "stage1", "stage2", "stage3", "eval"]
 
 
 @pytest.fixture(scope="module")
 def quick_demo(tmp_path_factory):
   workdir = tmp_path_factory.mktemp("demo")
-  run = run_tool("demo", "--quick", f"--workdir={workdir}", "--cpu_devices=2", timeout=1800)
+  run = run_tool("demo", f"--workdir={workdir}", *ARGS, timeout=1800)
   assert run.returncode == 0, run.stderr[-4000:]
   return workdir, run
 
@@ -47,7 +51,7 @@ def test_every_task_is_scored_against_chance(quick_demo):
     headline.setdefault(row["benchmark"], row)  # the first setting: the task's preset ('exact')
   assert sorted(headline) == sorted(tasks.names())
   for name, row in headline.items():
-    assert row["failures"] == 0 and row["samples"] == 16, (name, row)
+    assert row["failures"] == 0 and row["samples"] == SAMPLES, (name, row)
     assert math.isfinite(row["value"]) and math.isfinite(row["metrics"]["chance"]), (name, row)
   modes = {(row["benchmark"], row["setting"]): row for row in rows}
   for task in ("t2i", "asr"):
@@ -57,6 +61,6 @@ def test_every_task_is_scored_against_chance(quick_demo):
 
 def test_rerun_resumes_every_step(quick_demo):
   workdir, _ = quick_demo
-  run = run_tool("demo", "--quick", f"--workdir={workdir}", "--cpu_devices=2", timeout=600)
+  run = run_tool("demo", f"--workdir={workdir}", *ARGS, timeout=600)
   assert run.returncode == 0, run.stderr[-3000:]
   assert re.findall(r"step (\w+): finished before, skipped", run.stderr) == STEPS

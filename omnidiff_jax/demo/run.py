@@ -158,7 +158,7 @@ def tokenize(workdir: str, cfg: ml_collections.ConfigDict, media: dict) -> dict:
   written, longest_target, longest_sample = {}, {}, 0
   for source in all_sources():
     out_dir = os.path.join(workdir, "tokenized", source)
-    items = offline.manifest_items(source_manifest(corpus_dir, SPLIT_TRAIN, source), media_root=corpus_dir)
+    items = offline.manifest_items(source_manifest(corpus_dir, SPLIT_TRAIN, source))
     written[source] = offline.tokenize(items, out_dir, encoder, on_error="error", records_per_shard=100_000,
                                        max_len=room)["written"]
     data = records.array_record_source(out_dir)
@@ -241,7 +241,7 @@ def eval_config(workdir: str, cfg: ml_collections.ConfigDict, media: dict, token
     base = region_settings(spec, tokenized["longest_target"].get(spec.name, 0), grid)
     modes = cfg.eval.modes if spec.name in cfg.eval.mode_tasks else cfg.eval.modes[:1]
     ev.benchmarks[spec.name] = ml_collections.ConfigDict(dict(
-        kind="demo", manifest=path, media_root=corpus_dir, preset=spec.presets[0].name, limit=cfg.eval.samples,
+        kind="demo", manifest=path, preset=spec.presets[0].name, limit=cfg.eval.samples,
         grid=grid, classifier=media["classifier_weights"], classifier_loader=CLASSIFIER_LOADER,
         whisper_vq_config=media["whisper_vq_config"], whisper_vq=media["whisper_vq_weights"],
         settings=[dict(base, **_mode_setting(m, base["region_len"])) for m in modes]))
