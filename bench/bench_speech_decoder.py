@@ -7,7 +7,7 @@ side imports upstream code from local snapshots (see tests/fixtures/make_speech_
 get them); without --glm only ours is timed.
 
   python bench/bench_speech_decoder.py --config configs/speech_decoder.py --tokens 50 \
-      --glm /tmp/glm --matcha /tmp/matcha --diffusers /tmp/pydeps
+      --glm /tmp/glm_omni --matcha /tmp/matcha --diffusers /tmp/pydeps
 """
 import argparse
 import importlib.util
@@ -32,6 +32,7 @@ def load_config(path):
 
 def torch_decoder(cfg, glm, matcha, diffusers):
   """The upstream MaskedDiffWithXvec + HiFTGenerator for `cfg`, random weights, eval mode."""
+  sys.path.insert(0, str(ROOT / "tests" / "fixtures"))  # the fixture script imports provenance.py beside it
   spec = importlib.util.spec_from_file_location(
       "fixture_script", ROOT / "tests" / "fixtures" / "make_speech_decoder_fixtures.py")
   fixture_script = importlib.util.module_from_spec(spec)
