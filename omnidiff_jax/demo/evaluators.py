@@ -23,6 +23,7 @@ import numpy as np
 from PIL import Image
 
 from omnidiff_jax import chat
+from omnidiff_jax.data import media
 from omnidiff_jax.eval import metrics, readers
 from omnidiff_jax.eval.evaluators import KINDS
 from omnidiff_jax.eval.evaluators.base import Evaluator, ensure_parent
@@ -109,7 +110,7 @@ class DemoManifest(Evaluator):
                                            self._reference_image(sample)])
       return dict(output="", files={"png": path}, metric=dict(generated=generated, reference=reference))
     if self.kind == "speech":
-      reference = self.speech_tokenizer.encode_speech([_load_wave(sample.reference["wav"])])[0].tolist()
+      reference = self.speech_tokenizer.encode_speech([media.load_audio(sample.reference["wav"])])[0].tolist()
       return dict(output=" ".join(map(str, out.speech_codes)), files={},
                   metric=dict(generated=out.speech_codes.tolist(), reference=reference))
     text = out.text.split("\n")[0] if self.spec.outputs[-1] == "audio" else out.text
@@ -121,7 +122,7 @@ class DemoManifest(Evaluator):
       return dict(generated=None, reference=self._labels([self._reference_image(sample)])[0])
     if self.kind == "speech":
       return dict(generated=[], reference=self.speech_tokenizer.encode_speech(
-          [_load_wave(sample.reference["wav"])])[0].tolist())
+          [media.load_audio(sample.reference["wav"])])[0].tolist())
     return dict(reference=sample.reference["text"], hypothesis="")
 
   def score(self, records):
@@ -144,11 +145,6 @@ class DemoManifest(Evaluator):
       return dict(wer=wer(refs, [h for _, h in pairs]), chance=chance)
     exact = lambda ref, hyp: float(normalise(ref) == normalise(hyp))  # noqa: E731
     return dict(accuracy=float(np.mean([exact(r, h) for r, h in pairs])), chance=best_constant(refs, exact))
-
-
-def _load_wave(path: str) -> np.ndarray:
-  from omnidiff_jax.data import media
-  return media.load_audio(path, media.SPEECH_SAMPLE_RATE)
 
 
 KINDS["demo"] = DemoManifest

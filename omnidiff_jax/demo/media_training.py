@@ -35,6 +35,7 @@ from tqdm import tqdm
 import configs
 from omnidiff_jax.demo import classifier as classifier_lib
 from omnidiff_jax.demo import corpus as corpus_lib
+from omnidiff_jax.data import media
 
 CONFIGS_DIR = os.path.dirname(os.path.abspath(configs.__file__))
 NETWORKS = ("magvit", "whisper_vq", "sensevoice", "classifier")
@@ -165,14 +166,6 @@ def _speech_paths(corpus_dir: str, split: str) -> list[str]:
   return sorted(paths)
 
 
-def _read_wave(path: str) -> np.ndarray:
-  import soundfile as sf
-  wave, rate = sf.read(path, dtype="float32")
-  if rate != corpus_lib.speech.SAMPLE_RATE or wave.ndim != 1:
-    raise ValueError(f"{path}: expected 16 kHz mono, got {rate} Hz with shape {wave.shape}")
-  return wave
-
-
 def kmeans(vectors: np.ndarray, k: int, iters: int, seed: int) -> np.ndarray:
   """Lloyd's k-means with k-means++ seeding (numpy PCG64(seed)). vectors (N, d) -> centroids (k, d) float32;
   an emptied cluster is re-seeded at the point farthest from its centroid."""
@@ -229,7 +222,7 @@ def _whisper_vq_part(corpus_dir: str, cfg, files: dict[str, str]) -> dict:
   model = whisper_vq.WhisperVQEncoder(c.encoder, rngs=nnx.Rngs(c.train.seed))
   frontend = WhisperFrontend(n_mels=f.n_mels, n_fft=f.n_fft, hop_length=f.hop_length, sample_rate=f.sample_rate,
                              pad_to_multiple_of=f.pad_to_multiple_of)
-  waves = [_read_wave(p) for p in _speech_paths(corpus_dir, "train")]
+  waves = [media.load_audio(p) for p in _speech_paths(corpus_dir, "train")]
   features = _whisper_features(model, frontend, waves, f.batch_size)
   codebook = kmeans(np.concatenate(features), c.encoder.codebook_size, c.train.kmeans_iters, c.train.seed)
   model.codebook.set_value(jnp.asarray(codebook))
@@ -262,7 +255,7 @@ def _sensevoice_part(corpus_dir: str, cfg, files: dict[str, str]) -> dict:
   speech_in.fill_random(encoder, c.seed)
   speech_in.save_params(encoder, files["weights"])
   frontend = SenseVoiceFrontend.from_config(c.frontend, "")    # no CMVN: its statistics are computed here
-  waves = [_read_wave(p) for p in _speech_paths(corpus_dir, "train")]
+  waves = [media.load_audio(p) for p in _speech_paths(corpus_dir, "train")]
   frames = np.concatenate([frontend(w, corpus_lib.speech.SAMPLE_RATE) for w in waves])
   write_cmvn(files["cmvn"], -frames.mean(0), 1.0 / np.maximum(frames.std(0), 1e-5))
   featurizer = SpeechFeaturizer.from_config(c, files["weights"], files["cmvn"])   # the saved files, as users load them
