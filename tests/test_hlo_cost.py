@@ -203,3 +203,32 @@ def test_updates_and_slices_through_a_bitcast_count_the_slice():
   # update: read + write of one f32 16x8 slice, the bf16 16x8 update and the index; read: one bf16 16x8 layer
   # in and out, and the index
   assert hlo_cost.analyze(BITCAST_UPDATE).bytes == (2 * 4 * 16 * 8 + 2 * 16 * 8 + 4) + (2 * 2 * 16 * 8 + 4)
+
+
+# XLA:TPU's memory-space assignment: a weight prefetched from HBM into VMEM (layout S(1)) by copy-start, a matmul
+# fusion reading it there and leaving its output in VMEM, a copy evicting the output to HBM.
+ON_CHIP = """HloModule m
+
+%matmul (p0: bf16[8,64], p1: bf16[64,128]) -> bf16[8,128] {
+  %p0 = bf16[8,64]{1,0} parameter(0)
+  %p1 = bf16[64,128]{1,0} parameter(1)
+  ROOT %d = bf16[8,128]{1,0} dot(%p0, %p1), lhs_contracting_dims={1}, rhs_contracting_dims={0}
+}
+
+ENTRY %main (w: bf16[64,128], x: bf16[8,64]) -> bf16[8,128] {
+  %w = bf16[64,128]{1,0:T(8,128)(2,1)} parameter(0)
+  %x = bf16[8,64]{1,0:T(8,128)(2,1)} parameter(1)
+  %cs = (bf16[64,128]{1,0:T(8,128)(2,1)S(1)}, bf16[64,128]{1,0:T(8,128)(2,1)}, u32[]{:S(2)}) copy-start(%w)
+  %cd = bf16[64,128]{1,0:T(8,128)(2,1)S(1)} copy-done(%cs)
+  %h = bf16[8,128]{1,0:T(8,128)(2,1)S(1)} fusion(%x, %cd), kind=kOutput, calls=%matmul
+  ROOT %out = bf16[8,128]{1,0:T(8,128)(2,1)} copy(%h)
+}
+"""
+
+
+def test_arrays_in_an_on_chip_memory_space_are_not_device_memory_traffic():
+  weight, x, out = 2 * 64 * 128, 2 * 8 * 64, 2 * 8 * 128
+  # HBM: the prefetch reads the weight, the matmul reads x, the eviction writes the output
+  assert hlo_cost.analyze(ON_CHIP, on_chip_memory_spaces=(1,)).bytes == weight + x + out
+  # every array counted: prefetch read + write, matmul x + weight + output, eviction read + write
+  assert hlo_cost.analyze(ON_CHIP).bytes == 2 * weight + (x + weight + out) + 2 * out

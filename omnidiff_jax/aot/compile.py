@@ -107,7 +107,7 @@ def report(compiled, chip: targets.Chip, model_flops: float, compile_seconds: fl
   mem = compiled.memory_analysis()
   # Donated arguments alias outputs: the live peak is arguments + outputs not aliased + temporaries.
   used = mem.argument_size_in_bytes + mem.output_size_in_bytes - mem.alias_size_in_bytes + mem.temp_size_in_bytes
-  cost = hlo_cost.analyze(compiled.as_text(), entry_loop_trips)
+  cost = hlo_cost.analyze(compiled.as_text(), entry_loop_trips, chip.on_chip_memory_spaces)
   xla_cost = compiled.cost_analysis() or {}
   headroom = 1.0 - used / chip.usable_hbm_bytes
   fits = used <= chip.usable_hbm_bytes
@@ -131,7 +131,7 @@ def recost(result: dict, hlo_text: str) -> dict:
   """A tools/aot_compile.py result with its cost fields recomputed from the module's saved HLO text (the cost
   rules of this hlo_cost); memory and verdict are the compiler's and stay."""
   chip = next(c for c in targets.CHIPS.values() if c.name == result["chip"])
-  cost = hlo_cost.analyze(hlo_text, None if result["what"] == "train_step" else 1)
+  cost = hlo_cost.analyze(hlo_text, None if result["what"] == "train_step" else 1, chip.on_chip_memory_spaces)
   xla = dict(result["xla_cost_analysis"], hlo_flops_loops_once=cost.flops_once, hlo_bytes_loops_once=cost.bytes_once)
   return dict(result, **cost_fields(cost, chip, result["model_flops"]), xla_cost_analysis=xla)
 

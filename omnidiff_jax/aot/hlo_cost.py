@@ -21,7 +21,9 @@ scan and SPMD collective-matmul loops are all under-counted. This walks the modu
                as the synchronous op, once, at the start: `X-start` (fusion-start, all-gather-start, copy-start,
                slice-start, ...; its result tuple holds the operands, the output and a context) counts its
                operands and the output, `X-done` nothing; an `async-start` counts nothing itself and its
-               wrapped computation's instructions count as if they ran in the caller.
+               wrapped computation's instructions count as if they ran in the caller. Arrays whose layout
+               places them in an on-chip memory space (`on_chip_memory_spaces`; TPU VMEM is `S(1)`) are not
+               device-memory traffic: a prefetch (copy-start from device memory into S(1)) counts its read.
 
 It is an estimate of HBM traffic (no cache reuse); `once` gives the same count with every multiplier 1, to
 compare with cost_analysis()'s own numbers.
@@ -34,7 +36,7 @@ import re
 
 _DTYPE_BYTES = {"pred": 1, "s8": 1, "u8": 1, "s16": 2, "u16": 2, "bf16": 2, "f16": 2, "s32": 4, "u32": 4, "f32": 4,
                 "s64": 8, "u64": 8, "f64": 8, "c64": 8, "c128": 16, "f8e4m3fn": 1, "f8e5m2": 1, "s4": 1, "u4": 1}
-_ARRAY = re.compile(r"\b(" + "|".join(_DTYPE_BYTES) + r")\[([0-9,]*)\]")
+_ARRAY = re.compile(r"\b(" + "|".join(_DTYPE_BYTES) + r")\[([0-9,]*)\](\{[^}]*\})?")  # dtype[dims]{layout}
 _HEADER = re.compile(r"^(?:ENTRY )?%?([\w.\-]+) \(.*\) -> .* \{$")
 _INSTR = re.compile(r"^\s*(ROOT )?%([\w.\-]+) = (.*?) ([\w\-]+)\((.*)$")
 # No HBM traffic of their own: an async pair's traffic is counted at its start, an async-start's in the
@@ -66,11 +68,19 @@ class Cost:
 
 
 def _arrays(text: str) -> list[tuple[str, tuple[int, ...]]]:
-  return [(d, tuple(int(x) for x in dims.split(",") if x)) for d, dims in _ARRAY.findall(text)]
+  return [(d, tuple(int(x) for x in dims.split(",") if x)) for d, dims, _ in _ARRAY.findall(text)]
 
 
-def _bytes(type_text: str) -> int:
-  return sum(_DTYPE_BYTES[d] * math.prod(shape) for d, shape in _arrays(type_text))
+def _memory_space(layout: str) -> int:
+  """The memory space a layout names, e.g. 1 in '{1,0:T(8,128)S(1)}'; 0 (device memory) when it names none."""
+  space = re.search(r"S\((\d+)\)", layout)
+  return int(space.group(1)) if space else 0
+
+
+def _bytes(type_text: str, on_chip: frozenset[int] = frozenset()) -> int:
+  """Bytes of the arrays in a type text, less those placed in an `on_chip` memory space."""
+  return sum(_DTYPE_BYTES[d] * math.prod(int(x) for x in dims.split(",") if x)
+             for d, dims, layout in _ARRAY.findall(type_text) if _memory_space(layout) not in on_chip)
 
 
 def _operands(rest: str) -> list[str]:
@@ -285,9 +295,9 @@ def _sliced_read_bytes(param: str, fused: list[Instruction], comps: dict[str, li
 
 
 def _fusion_bytes(instr: Instruction, output_type: str, types: dict[str, str], fused: list[Instruction],
-                  comps: dict[str, list[Instruction]]) -> int:
-  """Operand + output bytes of a fusion (or fusion-start, whose output is `output_type`), counting sliced reads
-  and in-place updates by their sizes."""
+                  comps: dict[str, list[Instruction]], on_chip: frozenset[int]) -> int:
+  """Device-memory operand + output bytes of a fusion (or fusion-start, whose output is `output_type`), counting
+  sliced reads and in-place updates by their sizes; operands and outputs in `on_chip` memory spaces count 0."""
   params = _parameters(fused)
   root = next(i for i in fused if i.root)
   fused_types = types_of(fused)
@@ -297,42 +307,50 @@ def _fusion_bytes(instr: Instruction, output_type: str, types: dict[str, str], f
     producers = {i.name: i for i in fused}
     while producers[updated_buffer].opcode == "bitcast":  # the buffer updated in place, seen as another shape
       updated_buffer = _operands(producers[updated_buffer].rest)[0]
-    total += 2 * _bytes(fused_types.get(update, ""))  # read-modify-write of the updated slice
+    if _bytes(output_type, on_chip):  # read-modify-write of the updated slice in device memory
+      total += 2 * _bytes(fused_types.get(update, ""))
   else:
-    total += _bytes(output_type)
+    total += _bytes(output_type, on_chip)
   for index, operand in enumerate(_operands(instr.rest)):
     param = params.get(index)
-    if param is not None and param == updated_buffer:
+    whole = _bytes(types.get(operand, ""), on_chip)
+    if whole == 0 or (param is not None and param == updated_buffer):
       continue
     sliced = _sliced_read_bytes(param, fused, comps) if param is not None else None
-    total += _bytes(types.get(operand, "")) if sliced is None else sliced
+    total += whole if sliced is None else sliced
   return total
 
 
-def _memory_bytes(instr: Instruction, types: dict[str, str], comps: dict[str, list[Instruction]]) -> int:
-  """HBM bytes of an instruction outside fusions (see the module docstring)."""
+def _memory_bytes(instr: Instruction, types: dict[str, str], comps: dict[str, list[Instruction]],
+                  on_chip: frozenset[int]) -> int:
+  """Device-memory bytes of an instruction outside fusions (see the module docstring)."""
   if instr.opcode in _NO_MEMORY or instr.opcode.endswith("-done"):
     return 0
   output = _async_output(instr) if instr.opcode.endswith("-start") else instr.type
   opcode = instr.opcode.removesuffix("-start")
+  operands = _operands(instr.rest)
   if opcode == "fusion":
-    return _fusion_bytes(instr, output, types, comps[_attr(instr.rest, "calls")], comps)
-  if opcode in _SLICES:
-    return 2 * _bytes(output)
-  return _bytes(output) + sum(_bytes(types.get(o, "")) for o in _operands(instr.rest))
+    return _fusion_bytes(instr, output, types, comps[_attr(instr.rest, "calls")], comps, on_chip)
+  if opcode in _SLICES:  # reads only the slice
+    return (_bytes(output) if _bytes(types.get(operands[0], ""), on_chip) else 0) + _bytes(output, on_chip)
+  return _bytes(output, on_chip) + sum(_bytes(types.get(o, ""), on_chip) for o in operands)
 
 
 def types_of(instrs: list[Instruction]) -> dict[str, str]:
   return {i.name: i.type for i in instrs}
 
 
-def analyze(hlo_text: str, entry_loop_trips: int | None = None) -> Cost:
+def analyze(hlo_text: str, entry_loop_trips: int | None = None, on_chip_memory_spaces: tuple[int, ...] = ()) -> Cost:
   """FLOPs and bytes of one execution of the module (per device for an SPMD-partitioned module).
 
   entry_loop_trips: trip count to use for the while loops of the entry computation instead of the parsed one
   (1 gives the cost of one iteration of a data-dependent loop, e.g. one sampler step).
+  on_chip_memory_spaces: memory spaces (a layout's `S(n)`) that are not the device memory whose bandwidth the
+  roofline uses; arrays placed there are not counted (TPU: 1, the on-chip VMEM that XLA's memory-space
+  assignment prefetches operands into and keeps intermediates in).
   """
   comps, entry = parse(hlo_text)
+  on_chip = frozenset(on_chip_memory_spaces)
   types = {name: types_of(instrs) for name, instrs in comps.items()}
   multiplier: dict[str, float] = {}
   trips: dict[str, int] = {}
@@ -373,7 +391,7 @@ def analyze(hlo_text: str, entry_loop_trips: int | None = None) -> Cost:
         f = _splash_flops(instr)
       elif instr.opcode == "custom-call" and "__cublas" in instr.rest:
         f = _cublas_flops(instr, types[comp])
-      b = 0 if fused_in[comp] else _memory_bytes(instr, types[comp], comps)
+      b = 0 if fused_in[comp] else _memory_bytes(instr, types[comp], comps, on_chip)
       flops, bytes_ = flops + f * mult, bytes_ + b * mult
       flops_once, bytes_once = flops_once + f, bytes_once + b
   return Cost(flops=flops, bytes=bytes_, flops_once=flops_once, bytes_once=bytes_once, trip_counts=trips)
