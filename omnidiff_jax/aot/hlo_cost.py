@@ -22,8 +22,9 @@ scan and SPMD collective-matmul loops are all under-counted. This walks the modu
                slice-start, ...; its result tuple holds the operands, the output and a context) counts its
                operands and the output, `X-done` nothing; an `async-start` counts nothing itself and its
                wrapped computation's instructions count as if they ran in the caller. Arrays whose layout
-               places them in an on-chip memory space (`on_chip_memory_spaces`; TPU VMEM is `S(1)`) are not
-               device-memory traffic: a prefetch (copy-start from device memory into S(1)) counts its read.
+               places them in an on-chip memory space (`on_chip_memory_spaces`; on TPU `S(1)` is VMEM,
+               openxla.org/xla/shapes "memory space identifiers") are not device-memory traffic: a prefetch
+               (copy-start from device memory into S(1)) counts its read.
 
 It is an estimate of HBM traffic (no cache reuse); `once` gives the same count with every multiplier 1, to
 compare with cost_analysis()'s own numbers.
