@@ -2,11 +2,18 @@
 from tools/aot_compile.py --out files.
 
   python bench/aot_table.py /tmp/aot/*.json
+  python bench/aot_table.py --recost /tmp/aot/v5p_8.json   # cost fields again from the saved HLO (--hlo_out
+                                                           # with the --out name less .json): v5p_8.train.hlo
+With --recost each file's results get their FLOPs, bytes, roofline and MFU bounds recomputed by the current
+omnidiff_jax/aot/hlo_cost.py from <json name less .json>.<what>.hlo, written to <name>.recost.json.
 """
 import json
 import sys
 
-from omnidiff_jax.aot import targets
+from omnidiff_jax.aot import compile as aot, targets
+
+# tools/aot_compile.py --what names, by the result's "what".
+HLO_SUFFIX = {"train_step": "train", "sampler_exact": "sample_exact", "sampler_kv_cache": "sample_kv"}
 
 
 def _mesh(r: dict) -> str:
@@ -43,9 +50,26 @@ def sampler_row(r: dict) -> str:
           f"{weights} | {ms} |")
 
 
-def main(paths: list[str]) -> None:
-  for path in paths:
-    for r in json.load(open(path)):
+def recost_file(path: str) -> list[dict]:
+  """The results of one --out file with their cost fields recomputed from the HLO saved beside it."""
+  prefix = path.removesuffix(".json")
+  results = []
+  for r in json.load(open(path)):
+    hlo_path = f"{prefix}.{HLO_SUFFIX[r['what']]}.hlo"
+    try:
+      with open(hlo_path) as f:
+        results.append(aot.recost(r, f.read()))
+    except FileNotFoundError as e:
+      raise SystemExit(f"--recost {path}: no {hlo_path}; compile with tools/aot_compile.py --hlo_out={prefix}") from e
+  with open(f"{prefix}.recost.json", "w") as f:
+    json.dump(results, f, indent=1)
+  return results
+
+
+def main(args: list[str]) -> None:
+  recost = args[:1] == ["--recost"]
+  for path in args[recost:]:
+    for r in recost_file(path) if recost else json.load(open(path)):
       print(sampler_row(r) if r["what"].startswith("sampler") else row(r))
 
 

@@ -88,16 +88,27 @@ def sampler_model_flops(cfg: ml_collections.ConfigDict, batch: int, length: int,
   return (body * batch * length + lm_head * batch * window) / num_devices
 
 
+def cost_fields(cost: hlo_cost.Cost, chip: targets.Chip, model_flops: float) -> dict:
+  """HLO FLOPs and bytes with loop trip counts, roofline ms and the MFU bounds (per device) of a compiled
+  module's cost (`hlo_cost.analyze` of its text; `recost` applies it to a saved `--hlo_out` file)."""
+  compute_s, memory_s = cost.flops / chip.peak_flops, cost.bytes / chip.hbm_bandwidth
+  roofline_s = max(compute_s, memory_s)
+  return dict(
+      hlo_flops=cost.flops, hlo_bytes=cost.bytes, loop_trip_counts=sorted(cost.trip_counts.values()),
+      model_flops=model_flops, roofline_ms=roofline_s * 1e3, compute_ms=compute_s * 1e3, memory_ms=memory_s * 1e3,
+      bound="compute" if compute_s >= memory_s else "memory",
+      mfu_bound=model_flops / (chip.peak_flops * roofline_s) if roofline_s else 0.0,
+      mfu_bound_compute_only=model_flops / cost.flops if cost.flops else 0.0)
+
+
 def report(compiled, chip: targets.Chip, model_flops: float, compile_seconds: float,
            entry_loop_trips: int | None = None) -> dict:
   """Memory, cost, roofline and verdict of a compiled executable (all per device)."""
   mem = compiled.memory_analysis()
   # Donated arguments alias outputs: the live peak is arguments + outputs not aliased + temporaries.
   used = mem.argument_size_in_bytes + mem.output_size_in_bytes - mem.alias_size_in_bytes + mem.temp_size_in_bytes
-  cost = hlo_cost.analyze(compiled.as_text(), entry_loop_trips)
+  cost = hlo_cost.analyze(compiled.as_text(), entry_loop_trips, chip.on_chip_memory_spaces)
   xla_cost = compiled.cost_analysis() or {}
-  compute_s, memory_s = cost.flops / chip.peak_flops, cost.bytes / chip.hbm_bandwidth
-  roofline_s = max(compute_s, memory_s)
   headroom = 1.0 - used / chip.usable_hbm_bytes
   fits = used <= chip.usable_hbm_bytes
   return dict(
@@ -105,19 +116,24 @@ def report(compiled, chip: targets.Chip, model_flops: float, compile_seconds: fl
       memory_gib=dict(arguments=mem.argument_size_in_bytes / GIB, outputs=mem.output_size_in_bytes / GIB,
                       aliased=mem.alias_size_in_bytes / GIB, temporaries=mem.temp_size_in_bytes / GIB,
                       total=used / GIB, usable_hbm=chip.usable_hbm_bytes / GIB),
-      hlo_flops=cost.flops, hlo_bytes=cost.bytes, loop_trip_counts=sorted(cost.trip_counts.values()),
       xla_cost_analysis=dict(flops=float(xla_cost.get("flops", 0.0)),
                              bytes_accessed=float(xla_cost.get("bytes accessed", 0.0)),
                              hlo_flops_loops_once=cost.flops_once, hlo_bytes_loops_once=cost.bytes_once),
-      model_flops=model_flops, roofline_ms=roofline_s * 1e3, compute_ms=compute_s * 1e3, memory_ms=memory_s * 1e3,
-      bound="compute" if compute_s >= memory_s else "memory",
-      mfu_bound=model_flops / (chip.peak_flops * roofline_s) if roofline_s else 0.0,
-      mfu_bound_compute_only=model_flops / cost.flops if cost.flops else 0.0,
+      **cost_fields(cost, chip, model_flops),
       hbm_headroom=headroom,
       verdict=(f"fits: {used / GIB:.2f} of {chip.usable_hbm_bytes / GIB:.2f} GiB per device "
                f"({headroom:.0%} headroom)") if fits else
               (f"does not fit: {used / GIB:.2f} GiB per device, {(used - chip.usable_hbm_bytes) / GIB:.2f} GiB "
                f"over the usable {chip.usable_hbm_bytes / GIB:.2f} GiB"))
+
+
+def recost(result: dict, hlo_text: str) -> dict:
+  """A tools/aot_compile.py result with its cost fields recomputed from the module's saved HLO text (the cost
+  rules of this hlo_cost); memory and verdict are the compiler's and stay."""
+  chip = next(c for c in targets.CHIPS.values() if c.name == result["chip"])
+  cost = hlo_cost.analyze(hlo_text, None if result["what"] == "train_step" else 1, chip.on_chip_memory_spaces)
+  xla = dict(result["xla_cost_analysis"], hlo_flops_loops_once=cost.flops_once, hlo_bytes_loops_once=cost.bytes_once)
+  return dict(result, **cost_fields(cost, chip, result["model_flops"]), xla_cost_analysis=xla)
 
 
 # Replicated on purpose: the speech-input projector is small and has no sharding annotations (DreamModel).

@@ -15,8 +15,16 @@ scan and SPMD collective-matmul loops are all under-counted. This walks the modu
   bytes        for every instruction outside fusions that touches memory (fusions, custom calls, copies,
                collectives, ...): output bytes + operand bytes. A fusion operand read only through
                dynamic-slice (a layer's weights out of the stacked (layers, ...) array; also through a nested
-               fusion's dynamic-slice) counts the slices; a
-               fusion whose root is an in-place dynamic-update-slice counts the update, not the whole buffer.
+               fusion's dynamic-slice, or through a bitcast) counts the slices; a fusion whose root is an
+               in-place dynamic-update-slice (of a parameter or its bitcast) counts the update, not the whole
+               buffer; a slice or dynamic-slice outside fusions reads what it writes. Asynchronous pairs count
+               as the synchronous op, once, at the start: `X-start` (fusion-start, all-gather-start, copy-start,
+               slice-start, ...; its result tuple holds the operands, the output and a context) counts its
+               operands and the output, `X-done` nothing; an `async-start` counts nothing itself and its
+               wrapped computation's instructions count as if they ran in the caller. Arrays whose layout
+               places them in an on-chip memory space (`on_chip_memory_spaces`; on TPU `S(1)` is VMEM,
+               openxla.org/xla/shapes "memory space identifiers") are not device-memory traffic: a prefetch
+               (copy-start from device memory into S(1)) counts its read.
 
 It is an estimate of HBM traffic (no cache reuse); `once` gives the same count with every multiplier 1, to
 compare with cost_analysis()'s own numbers.
@@ -29,11 +37,15 @@ import re
 
 _DTYPE_BYTES = {"pred": 1, "s8": 1, "u8": 1, "s16": 2, "u16": 2, "bf16": 2, "f16": 2, "s32": 4, "u32": 4, "f32": 4,
                 "s64": 8, "u64": 8, "f64": 8, "c64": 8, "c128": 16, "f8e4m3fn": 1, "f8e5m2": 1, "s4": 1, "u4": 1}
-_ARRAY = re.compile(r"\b(" + "|".join(_DTYPE_BYTES) + r")\[([0-9,]*)\]")
+_ARRAY = re.compile(r"\b(" + "|".join(_DTYPE_BYTES) + r")\[([0-9,]*)\](\{[^}]*\})?")  # dtype[dims]{layout}
 _HEADER = re.compile(r"^(?:ENTRY )?%?([\w.\-]+) \(.*\) -> .* \{$")
 _INSTR = re.compile(r"^\s*(ROOT )?%([\w.\-]+) = (.*?) ([\w\-]+)\((.*)$")
+# No HBM traffic of their own: an async pair's traffic is counted at its start, an async-start's in the
+# computation it wraps.
 _NO_MEMORY = {"parameter", "get-tuple-element", "tuple", "constant", "bitcast", "while", "conditional", "call",
-              "after-all", "partition-id", "replica-id", "iota", "opt-barrier", "add-dependency"}
+              "after-all", "partition-id", "replica-id", "iota", "opt-barrier", "add-dependency", "async-start",
+              "async-update", "async-done"}
+_SLICES = {"slice", "dynamic-slice"}
 # Splash kernels: matmuls of (Lq x Lkv x H) per head and row in each kernel.
 _SPLASH_MATMULS = {"splash_mha_fwd": 2, "splash_mha_dq": 3, "splash_mha_dkv": 4}
 
@@ -57,11 +69,19 @@ class Cost:
 
 
 def _arrays(text: str) -> list[tuple[str, tuple[int, ...]]]:
-  return [(d, tuple(int(x) for x in dims.split(",") if x)) for d, dims in _ARRAY.findall(text)]
+  return [(d, tuple(int(x) for x in dims.split(",") if x)) for d, dims, _ in _ARRAY.findall(text)]
 
 
-def _bytes(type_text: str) -> int:
-  return sum(_DTYPE_BYTES[d] * math.prod(shape) for d, shape in _arrays(type_text))
+def _memory_space(layout: str) -> int:
+  """The memory space a layout names, e.g. 1 in '{1,0:T(8,128)S(1)}'; 0 (device memory) when it names none."""
+  space = re.search(r"S\((\d+)\)", layout)
+  return int(space.group(1)) if space else 0
+
+
+def _bytes(type_text: str, on_chip: frozenset[int] = frozenset()) -> int:
+  """Bytes of the arrays in a type text, less those placed in an `on_chip` memory space."""
+  return sum(_DTYPE_BYTES[d] * math.prod(int(x) for x in dims.split(",") if x)
+             for d, dims, layout in _ARRAY.findall(type_text) if _memory_space(layout) not in on_chip)
 
 
 def _operands(rest: str) -> list[str]:
@@ -117,10 +137,13 @@ def _trip_count(condition: list[Instruction], body: list[Instruction], caller: l
                 loop: Instruction) -> int:
   """Trips of a `counter < N` loop whose body adds a constant step to the counter (XLA's collective-matmul
   loops count by 2) from its initial value in the caller's init tuple (0 when not a constant); 1 when the
-  loop is not of that form."""
+  loop is not of that form. The compare is the condition's root or one operand of a root `and` (a loop with
+  an early exit); other compares (a negative-index wrap `counter < 0`) are not the bound."""
   bounds = _constants(condition)
+  root = next(i for i in condition if i.root)
+  deciding = {root.name} | (set(_operands(root.rest)) if root.opcode == "and" else set())
   for instr in condition:
-    if instr.opcode != "compare" or "direction=LT" not in instr.rest:
+    if instr.opcode != "compare" or "direction=LT" not in instr.rest or instr.name not in deciding:
       continue
     counter, bound = _operands(instr.rest)[:2]
     index = _tuple_index(condition, counter)
@@ -205,6 +228,30 @@ def _splash_flops(instr: Instruction) -> float:
   return _SPLASH_MATMULS[kind] * 2.0 * rows_heads * q[-2] * k[-2] * q[-1]
 
 
+def _tuple_elements(type_text: str) -> list[str]:
+  """Top-level elements of a tuple type text '(a, (b, c), d)'; [type_text] when it is not a tuple."""
+  if not type_text.startswith("("):
+    return [type_text]
+  elements, depth, start = [], 0, 1
+  for pos, ch in enumerate(type_text):  # commas also separate dimensions [1,8] and layouts {1,0}
+    depth += {"(": 1, "[": 1, "{": 1, ")": -1, "]": -1, "}": -1}.get(ch, 0)
+    if (ch == "," and depth == 1) or depth == 0:
+      elements.append(type_text[start:pos].strip())
+      start = pos + 1
+    if depth == 0:
+      break
+  return elements
+
+
+def _async_output(start: Instruction) -> str:
+  """The output type of an `X-start`: its result is (operands tuple, output, context...), or for copy-start
+  (output, operand, context); a start whose result is not a tuple is its output."""
+  elements = _tuple_elements(start.type)
+  if len(elements) == 1:
+    return elements[0]
+  return elements[0] if start.opcode == "copy-start" else elements[1]
+
+
 def _parameters(fused: list[Instruction]) -> dict[int, str]:
   """{parameter number: instruction name} of a fused computation."""
   return {int(re.match(r"(\d+)\)", i.rest).group(1)): i.name for i in fused if i.opcode == "parameter"}
@@ -221,7 +268,7 @@ def _users(fused: list[Instruction]) -> dict[str, list[Instruction]]:
 def _sliced_read_bytes(param: str, fused: list[Instruction], comps: dict[str, list[Instruction]]) -> int | None:
   """Bytes read of fusion parameter `param` when it is read only through dynamic-slices (a layer's weights out
   of the stacked (layers, ...) array), also inside a nested fusion (TPU wraps the slice in a kLoop fusion
-  that feeds the matmul); None when some use reads it whole."""
+  that feeds the matmul), or through a bitcast of it; None when some use reads it whole."""
   users = _users(fused).get(param, [])
   if not users:
     return None
@@ -229,6 +276,12 @@ def _sliced_read_bytes(param: str, fused: list[Instruction], comps: dict[str, li
   for user in users:
     if user.opcode == "dynamic-slice" and _operands(user.rest)[0] == param:  # not a slice index
       total += _bytes(user.type)
+      continue
+    if user.opcode == "bitcast":
+      inner = _sliced_read_bytes(user.name, fused, comps)
+      if inner is None:
+        return None
+      total += inner
       continue
     nested = comps.get(_attr(user.rest, "calls") or "") if user.opcode == "fusion" else None
     if nested is None:
@@ -242,38 +295,63 @@ def _sliced_read_bytes(param: str, fused: list[Instruction], comps: dict[str, li
   return total
 
 
-def _fusion_bytes(instr: Instruction, types: dict[str, str], fused: list[Instruction],
-                  comps: dict[str, list[Instruction]]) -> int:
-  """Operand + output bytes of a fusion, counting sliced reads and in-place updates by their sizes."""
+def _fusion_bytes(instr: Instruction, output_type: str, types: dict[str, str], fused: list[Instruction],
+                  comps: dict[str, list[Instruction]], on_chip: frozenset[int]) -> int:
+  """Device-memory operand + output bytes of a fusion (or fusion-start, whose output is `output_type`), counting
+  sliced reads and in-place updates by their sizes; operands and outputs in `on_chip` memory spaces count 0."""
   params = _parameters(fused)
   root = next(i for i in fused if i.root)
   fused_types = types_of(fused)
   total, updated_buffer = 0, None
   if root.opcode == "dynamic-update-slice":
     updated_buffer, update = _operands(root.rest)[:2]
-    total += 2 * _bytes(fused_types.get(update, ""))  # read-modify-write of the updated slice
+    producers = {i.name: i for i in fused}
+    while producers[updated_buffer].opcode == "bitcast":  # the buffer updated in place, seen as another shape
+      updated_buffer = _operands(producers[updated_buffer].rest)[0]
+    if _bytes(output_type, on_chip):  # read-modify-write of the updated slice in device memory
+      total += 2 * _bytes(fused_types.get(update, ""))
   else:
-    total += _bytes(instr.type)
+    total += _bytes(output_type, on_chip)
   for index, operand in enumerate(_operands(instr.rest)):
     param = params.get(index)
-    if param is not None and param == updated_buffer:
+    whole = _bytes(types.get(operand, ""), on_chip)
+    if whole == 0 or (param is not None and param == updated_buffer):
       continue
     sliced = _sliced_read_bytes(param, fused, comps) if param is not None else None
-    total += _bytes(types.get(operand, "")) if sliced is None else sliced
+    total += whole if sliced is None else sliced
   return total
+
+
+def _memory_bytes(instr: Instruction, types: dict[str, str], comps: dict[str, list[Instruction]],
+                  on_chip: frozenset[int]) -> int:
+  """Device-memory bytes of an instruction outside fusions (see the module docstring)."""
+  if instr.opcode in _NO_MEMORY or instr.opcode.endswith("-done"):
+    return 0
+  output = _async_output(instr) if instr.opcode.endswith("-start") else instr.type
+  opcode = instr.opcode.removesuffix("-start")
+  operands = _operands(instr.rest)
+  if opcode == "fusion":
+    return _fusion_bytes(instr, output, types, comps[_attr(instr.rest, "calls")], comps, on_chip)
+  if opcode in _SLICES:  # reads only the slice
+    return (_bytes(output) if _bytes(types.get(operands[0], ""), on_chip) else 0) + _bytes(output, on_chip)
+  return _bytes(output, on_chip) + sum(_bytes(types.get(o, ""), on_chip) for o in operands)
 
 
 def types_of(instrs: list[Instruction]) -> dict[str, str]:
   return {i.name: i.type for i in instrs}
 
 
-def analyze(hlo_text: str, entry_loop_trips: int | None = None) -> Cost:
+def analyze(hlo_text: str, entry_loop_trips: int | None = None, on_chip_memory_spaces: tuple[int, ...] = ()) -> Cost:
   """FLOPs and bytes of one execution of the module (per device for an SPMD-partitioned module).
 
   entry_loop_trips: trip count to use for the while loops of the entry computation instead of the parsed one
   (1 gives the cost of one iteration of a data-dependent loop, e.g. one sampler step).
+  on_chip_memory_spaces: memory spaces (a layout's `S(n)`) that are not the device memory whose bandwidth the
+  roofline uses; arrays placed there are not counted (TPU: 1, the on-chip VMEM that XLA's memory-space
+  assignment prefetches operands into and keeps intermediates in).
   """
   comps, entry = parse(hlo_text)
+  on_chip = frozenset(on_chip_memory_spaces)
   types = {name: types_of(instrs) for name, instrs in comps.items()}
   multiplier: dict[str, float] = {}
   trips: dict[str, int] = {}
@@ -291,7 +369,7 @@ def analyze(hlo_text: str, entry_loop_trips: int | None = None) -> Cost:
         trips[body] = n
         visit(cond, mult * n, inside_fusion)
         visit(body, mult * n, inside_fusion)
-      elif instr.opcode == "fusion":
+      elif instr.opcode in ("fusion", "fusion-start"):
         visit(_attr(instr.rest, "calls"), mult, True)
       elif instr.opcode in ("call", "async-start"):
         callee = _attr(instr.rest, "to_apply") or _attr(instr.rest, "calls")
@@ -314,12 +392,7 @@ def analyze(hlo_text: str, entry_loop_trips: int | None = None) -> Cost:
         f = _splash_flops(instr)
       elif instr.opcode == "custom-call" and "__cublas" in instr.rest:
         f = _cublas_flops(instr, types[comp])
-      b = 0
-      if not fused_in[comp] and instr.opcode not in _NO_MEMORY:
-        if instr.opcode == "fusion":
-          b = _fusion_bytes(instr, types[comp], comps[_attr(instr.rest, "calls")], comps)
-        else:
-          b = _bytes(instr.type) + sum(_bytes(types[comp].get(o, "")) for o in _operands(instr.rest))
+      b = 0 if fused_in[comp] else _memory_bytes(instr, types[comp], comps, on_chip)
       flops, bytes_ = flops + f * mult, bytes_ + b * mult
       flops_once, bytes_once = flops_once + f, bytes_once + b
   return Cost(flops=flops, bytes=bytes_, flops_once=flops_once, bytes_once=bytes_once, trip_counts=trips)

@@ -22,20 +22,22 @@ GIB = 2**30
 @dataclasses.dataclass(frozen=True)
 class Chip:
   """Per-chip figures: usable_hbm_bytes as XLA reports it (TPU) or the allocator's default share (GPU);
-  peak dense bf16 FLOP/s; HBM bandwidth in bytes/s."""
+  peak dense bf16 FLOP/s; HBM bandwidth in bytes/s; the memory spaces of compiled layouts (`S(n)`) that are
+  on-chip, not HBM (TPU: 1, VMEM), for the byte count of omnidiff_jax.aot.hlo_cost."""
   name: str
   usable_hbm_bytes: float
   peak_flops: float
   hbm_bandwidth: float
+  on_chip_memory_spaces: tuple[int, ...] = ()
 
 
 # TPU usable HBM: what XLA's CompileTimeHbmOom reports as available. H100: 80 GiB (79.1 GiB device memory),
 # of which JAX's allocator takes 75 % by default (XLA_PYTHON_CLIENT_MEM_FRACTION); set the fraction higher
 # to use more.
 CHIPS = {
-    "v5e": Chip("TPU v5e", 15.75 * GIB, 197e12, 819e9),
-    "v5p": Chip("TPU v5p", 95.74 * GIB, 459e12, 2765e9),
-    "v6e": Chip("TPU v6e", 31.24 * GIB, 918e12, 1640e9),
+    "v5e": Chip("TPU v5e", 15.75 * GIB, 197e12, 819e9, on_chip_memory_spaces=(1,)),
+    "v5p": Chip("TPU v5p", 95.74 * GIB, 459e12, 2765e9, on_chip_memory_spaces=(1,)),
+    "v6e": Chip("TPU v6e", 31.24 * GIB, 918e12, 1640e9, on_chip_memory_spaces=(1,)),
     "h100": Chip("NVIDIA H100 SXM 80GB", 0.75 * 84_929_347_584, 989e12, 3.35e12),
 }
 
