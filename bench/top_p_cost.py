@@ -28,18 +28,19 @@ def main(argv):
   from omnidiff_jax.sampling import logits as logits_lib
 
   if _TARGET.value == "cpu":
-    device = jax.devices()[0]
+    device, on_chip = jax.devices()[0], ()
   else:
     platform, _, rest = _TARGET.value.partition(":")
     chip, topology = rest.split(":", 1) if platform == "cuda" else ("", rest)
-    device = targets.devices(targets.target_config(platform, topology, chip)).flat[0]
+    target = targets.target_config(platform, topology, chip)
+    device, on_chip = targets.devices(target).flat[0], targets.chip_of(target).on_chip_memory_spaces
   mesh = jax.sharding.Mesh(np.array([device]), ("data",))  # the target's platform chooses the radix
   sharding = jax.sharding.NamedSharding(mesh, jax.P())
   for window in map(int, _WINDOWS.value):
     x = jax.ShapeDtypeStruct((1, window, _VOCAB.value), jnp.float32, sharding=sharding)
     with jax.set_mesh(mesh):
       compiled = jax.jit(lambda x: logits_lib.top_p_filter(x, _TOP_P.value)).lower(x).compile()
-    cost = hlo_cost.analyze(compiled.as_text())
+    cost = hlo_cost.analyze(compiled.as_text(), on_chip_memory_spaces=on_chip)  # TPU VMEM is not HBM
     logits_bytes = window * _VOCAB.value * 4
     print(f"{_TARGET.value} top_p_filter (1, {window}, {_VOCAB.value}) f32: {cost.bytes / 1e6:.1f} MB = "
           f"{cost.bytes / logits_bytes:.1f} x the logits' {logits_bytes / 1e6:.1f} MB; "
