@@ -13,8 +13,8 @@ Sections:
   model      the backbone shape; every other model setting is the 7B stage configs' (configs/stages.py
              TRAINING_MODEL: f32 parameters, bf16 compute, XLA attention, full remat) and so is the optimizer
   train      packed rows per step, row length, seed; stages.<s>: steps, learning rate, warm-up of each stage
-  loss       overrides of the stage configs' loss section (omnidiff_jax.training.loss)
              (stage sources as configs/stages.py, each weighted 1: the corpus has equally many lines per task)
+  loss       overrides of the stage configs' loss section (omnidiff_jax.training.loss)
   eval       held-out samples per task, sampler batch, decoding-mode comparison (tasks and settings)
 """
 import ml_collections
