@@ -14,6 +14,7 @@ Sections:
              TRAINING_MODEL: f32 parameters, bf16 compute, XLA attention, full remat) and so is the optimizer
   train      packed rows per step, row length, seed; stages.<s>: steps, learning rate, warm-up of each stage
              (stage sources as configs/stages.py, each weighted 1: the corpus has equally many lines per task)
+  loss       overrides of the stage configs' loss section (omnidiff_jax.training.loss)
   eval       held-out samples per task, sampler batch, decoding-mode comparison (tasks and settings)
 """
 import ml_collections
@@ -31,6 +32,10 @@ def get_config(arg=None):
   cfg.model = ml_collections.ConfigDict(dict(hidden_size=128, num_layers=2, num_heads=4, num_kv_heads=2,
                                              head_dim=32, intermediate_size=256))
   cfg.train = ml_collections.ConfigDict(dict(global_rows=16, seq_len=224, seed=956))
+  # One noise level per packed sample (the paper's Eq. 1) instead of upstream's per-token levels: with per-token
+  # levels every target is masked with probability ~1/2 independently, so a short answer is almost never fully
+  # masked in training, yet sampling starts from a fully masked region.
+  cfg.loss = ml_collections.ConfigDict(dict(noise="per_sequence"))
   # Stage 3 trains every task but captioning: most steps go there.
   steps = (100, 150, 250) if quick else (200, 300, 600)
   cfg.stages = ml_collections.ConfigDict({

@@ -4,6 +4,7 @@ import json
 import pathlib
 
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 import soundfile
@@ -224,3 +225,31 @@ def test_a_converted_checkpoint_with_a_projector_drives_the_speech_path(tmp_path
   embeds, _ = embed_prompts(model, prompts.ids, vocab.pad_id, prompts.features, prompts.audio_slots)
   np.testing.assert_array_equal(np.asarray(embeds[0])[prompts.audio_slots[0]], encoder(wav))  # measured bit-equal
   assert np.asarray(result.tokens).shape == (1, 8)
+
+
+@pytest.mark.parametrize("task", ["s2i", "sqa"])
+def test_demo_prompts_are_built_as_the_training_data_encodes_them(tmp_path, setup, task):
+  """The demo's held-out prompts equal its training encoding up to the targets: s2i / sqa's user turn is the
+  training template's "<|audio|>", not upstream inference's "\\n<|audio|>" (that extra newline, never seen in
+  training, left the demo's S2I and SQA at chance)."""
+  import types
+  from omnidiff_jax.demo.evaluators import DemoManifest
+  from omnidiff_jax.eval import generate
+  model, vocab, tokenizer, encoder = setup
+  question = _wav(tmp_path / "question.wav", 0.3, 5)
+  reply = {"s2i": dict(images=["picture.png"]), "sqa": dict(audios=[_wav(tmp_path / "reply.wav", 0.2, 6)])}[task]
+  Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "picture.png")
+  messages = chat.task_messages(task, answer="two")
+  line = dict(messages=messages, task=task, audios=[question] + reply.get("audios", []), images=reply.get("images", []))
+  (tmp_path / "heldout.jsonl").write_text(json.dumps(line) + "\n")
+  ctx = types.SimpleNamespace(vocab=vocab, tokenizer=tokenizer, speech_encoder=encoder)
+  evaluator = DemoManifest(task, ml_collections.ConfigDict(dict(manifest=str(tmp_path / "heldout.jsonl"),
+                                                                preset=task)), ctx)
+  (request,), errors = generate.build_requests(evaluator, ctx, evaluator.samples(), {}, None)
+  assert errors == [None]
+  trained = chat.build_chat(messages, vocab, tokenizer, audio_slot_counts=[len(request.features)],
+                            images=[[0] * 4] if task == "s2i" else (), speech_codes=[[0, 1]] if task == "sqa" else ())
+  np.testing.assert_array_equal(request.ids, trained.ids[:np.flatnonzero(trained.target_mask)[0]])
+  np.testing.assert_array_equal(request.slots, trained.audio_slots)
+  upstream = inputs.build_prompts(task, vocab, tokenizer, wavs=[question], speech_encoder=encoder, cfg_scale=0.0)
+  assert len(upstream.ids[0]) == len(request.ids) + 1  # upstream's inference prompt: the extra "\n"

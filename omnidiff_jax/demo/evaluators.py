@@ -61,6 +61,7 @@ class DemoManifest(Evaluator):
   whisper_vq (the speech tokenizer of the reference codes; tts), classifier_loader ('module:attribute' loading
   the classifier file, e.g. 'omnidiff_jax.demo.classifier:ShapeColourClassifier.load')."""
   sources = (("manifest", "preset"),)
+  prompts_as_trained = True  # held out from the training manifests: prompt as training encodes them
 
   def __init__(self, name, cfg, ctx):
     super().__init__(name, cfg, ctx)

@@ -186,6 +186,7 @@ def stage_config(workdir: str, cfg: ml_collections.ConfigDict, stage: str, token
   s = cfg.stages[stage]
   out.train.update(steps=s.steps, global_rows=cfg.train.global_rows, seq_len=cfg.train.seq_len, seed=cfg.train.seed)
   out.optimizer.update(learning_rate=s.learning_rate, warmup_steps=s.warmup_steps)
+  out.loss.update(cfg.loss.to_dict())
   online = out.data.online
   out.data = data_stages.data_config(int(stage[-1]), os.path.join(workdir, "tokenized"), seq_len=cfg.train.seq_len,
                                      feature_dim=tokenized["feature_dim"])

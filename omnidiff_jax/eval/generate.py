@@ -182,7 +182,7 @@ def _build(evaluator, ctx, samples: Sequence, setting: dict, image_resolution) -
       evaluator.preset, ctx.vocab, ctx.tokenizer, **prompt_inputs,
       image_tokenizer=ctx.image_tokenizer if "images" in prompt_inputs else None,
       speech_encoder=ctx.speech_encoder if "wavs" in prompt_inputs else None,
-      image_resolution=image_resolution, cfg_scale=setting.get("cfg_scale"))
+      image_resolution=image_resolution, cfg_scale=setting.get("cfg_scale"), as_trained=evaluator.prompts_as_trained)
   requests = []
   for row, sample in enumerate(samples):
     text = sample.inputs.get("text") if "texts" in prompt_inputs else None

@@ -155,34 +155,39 @@ class Prompts:
   text_len: int | None
 
 
-def _messages(task: str, text: str = "") -> list[dict[str, str]]:
+def _messages(task: str, text: str = "", as_trained: bool = False) -> list[dict[str, str]]:
   chat_task = CHAT_TASKS[task]
   messages = chat.task_messages(chat_task, text)
-  if chat_task in INFERENCE_USER_TURNS:
+  if chat_task in INFERENCE_USER_TURNS and not as_trained:
     messages[-1] = dict(role="user", content=INFERENCE_USER_TURNS[chat_task])
   return messages
 
 
-def uncond_prompt(task: str, vocab: VocabLayout, tokenizer: tokenizers.Tokenizer) -> np.ndarray:
+def uncond_prompt(task: str, vocab: VocabLayout, tokenizer: tokenizers.Tokenizer, as_trained: bool = False
+                  ) -> np.ndarray:
   """CFG unconditional prompt ids (Pu,) of a preset, by its uncond rule (tasks.UNCOND_RULES): 'empty_user' is
-  the task's system turn, an empty user turn and the generation prompt."""
+  the task's system turn, an empty user turn and the generation prompt. as_trained: see build_prompts."""
   rule = presets.PRESETS[task].uncond
   if rule != "empty_user":
     raise ValueError(f"preset {task!r} has no rule for a CFG unconditional prompt (uncond={rule!r})")
   messages = _messages(task)[:-1] + [dict(role="user", content="")]
-  return chat.build_chat(messages, vocab, tokenizer, add_generation_prompt=True, join_role_line=True).ids
+  return chat.build_chat(messages, vocab, tokenizer, add_generation_prompt=True, join_role_line=not as_trained).ids
 
 
 def build_prompts(task: str, vocab: VocabLayout, tokenizer: tokenizers.Tokenizer, *,
                   texts: Sequence[str] | None = None, images: Sequence[str] | None = None,
                   wavs: Sequence[str] | None = None, image_tokenizer=None, speech_encoder: SpeechEncoder | None = None,
-                  image_resolution: int | None = None, cfg_scale: float | None = None) -> Prompts:
+                  image_resolution: int | None = None, cfg_scale: float | None = None,
+                  as_trained: bool = False) -> Prompts:
   """Prompts of a batch: one text / image file / speech file per row, as TASK_INPUTS[task] lists.
 
   image_tokenizer: a media_tokenizers.ImageTokenizer (load_image_tokenizer) for images, encoded at
   image_resolution (None: 1024 codes, upstream's 512 px for MAGVIT-v2); speech_encoder: a SpeechEncoder
   (load_speech_encoder) for speech. cfg_scale: the sampler's (None: the preset's); with cfg_scale > 0, presets
-  with an unconditional-prompt rule (s2i) get one.
+  with an unconditional-prompt rule (s2i) get one. as_trained: build the prompt exactly as the training data
+  encodes it (omnidiff_jax.data.encode: the training template's user turn, e.g. s2i's "<|audio|>" instead of
+  upstream inference's "\n<|audio|>", and each role line tokenized apart), for a model trained on manifests
+  in the training format (the demo); default: upstream's inference prompts.
   """
   batch = check_inputs(task, texts, images, wavs)
   if images and image_tokenizer is None:
@@ -193,15 +198,15 @@ def build_prompts(task: str, vocab: VocabLayout, tokenizer: tokenizers.Tokenizer
   features = [speech_encoder(path) for path in wavs] if wavs else [None] * batch
   ids, slots = [], []
   for row in range(batch):
-    example = chat.build_chat(_messages(task, texts[row] if texts else ""), vocab, tokenizer,
+    example = chat.build_chat(_messages(task, texts[row] if texts else "", as_trained), vocab, tokenizer,
                               images=[codes[row]] if images else (),
                               audio_slot_counts=[len(features[row])] if wavs else (), add_generation_prompt=True,
-                              join_role_line=True)
+                              join_role_line=not as_trained)
     ids.append(example.ids)
     slots.append(example.audio_slots)
   preset = presets.PRESETS[task]
   cfg_scale = preset.sampler.get("cfg_scale", 0.0) if cfg_scale is None else cfg_scale
-  uncond = uncond_prompt(task, vocab, tokenizer) if preset.uncond and cfg_scale > 0 else None
+  uncond = uncond_prompt(task, vocab, tokenizer, as_trained) if preset.uncond and cfg_scale > 0 else None
   text_len = len(tokenizer.encode(texts[0], add_special_tokens=False).ids) if texts else None
   return Prompts(ids, slots, features, uncond, text_len)
 

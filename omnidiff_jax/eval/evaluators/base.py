@@ -73,6 +73,9 @@ class Evaluator:
   lower_is_better: bool = False
   # Alternative groups of reader fields; one group must be set (checked by runner.check_config before loading).
   sources: tuple[tuple[str, ...], ...] = ()
+  # Prompts as the training data encodes them (sampling.inputs.build_prompts(as_trained=True)) rather than as
+  # upstream's inference builds them: for benchmarks held out from our own training manifests (the demo).
+  prompts_as_trained: bool = False
 
   def __init__(self, name: str, cfg: ml_collections.ConfigDict, ctx: Context):
     self.name, self.cfg, self.ctx = name, cfg, ctx
