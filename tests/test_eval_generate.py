@@ -4,17 +4,19 @@ and its random draws (token sampling, Gumbel reveal order, 'origin' reveals) com
 batch mates, batch size or order: the same tokens as a batch-1 api.generate(seed=Request.seed) run.
 
 The tiny random model's next-token distributions are nearly uniform: its entropy confidences lie a few float32
-ulps apart (measured gaps down to 4.8e-7), so rounding alone reorders its reveals (bench/RESULTS.md, "Eval
-generation"). The fixture sharpens them as training does (lm_head x SHARPEN) so that token equality tests the
-batching, not the ties."""
+ulps apart (gaps of 0 to 4.8e-7 at the reveals that batching changed), so rounding alone reorders its reveals
+(bench/RESULTS.md, "Eval generation"). The fixture sharpens them as training does (lm_head x SHARPEN) so that
+token equality tests the batching, not the ties."""
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
 
+from configs.eval.common import base_config
 from omnidiff_jax import sharding
 from omnidiff_jax.eval import generate as gen
+from omnidiff_jax.eval import runner
 from omnidiff_jax.sampling import api, sampler
 from omnidiff_jax.sampling.schedule import SamplerConfig
 from omnidiff_jax.vocab import VocabLayout
@@ -108,3 +110,14 @@ def test_sample_seed_depends_on_the_eval_seed_and_the_sample_id_only():
   assert gen.sample_seed(0, "a") == gen.sample_seed(0, "a")
   seeds = {gen.sample_seed(s, i) for s in (0, 1) for i in ("a", "b", "c")}
   assert len(seeds) == 6 and all(0 <= s < 2**31 for s in seeds)
+
+
+def test_upstream_mode_needs_batch_1():
+  cfg = base_config()
+  cfg.benchmarks.mme = ml_collections.ConfigDict(dict(kind="mme", root="/data/mme"))
+  cfg.settings = [dict(name="parity", mode="upstream")]
+  with pytest.raises(ValueError, match=r"setting 'parity': mode='upstream' ranks the reveals over the whole batch.*"
+                                       r"--config\.batch_size=1 --config\.mesh\.data=1"):
+    runner.check_config(cfg)
+  cfg.batch_size = 1
+  runner.check_config(cfg)

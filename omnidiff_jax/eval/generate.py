@@ -21,6 +21,8 @@ What batching changes, and what it does not (tests/test_eval_generate.py; bench/
     tokens, the entropy confidences that order the reveals, the top-p cutoff), the choice can flip and the rest
     of the sample follows it: a random model's near-uniform distributions do this often, a trained model's
     rarely.
+  - mode='upstream' ranks the reveals over the whole batch (as upstream, which runs batch 1): rows would change
+    each other's tokens, so runner.check_config allows it only with batch_size 1.
 
 generate_samples() is the step before: an evaluator's samples -> its preset's prompts (sampling.inputs) -> one
 Request per sample with the preset's rules on its own lengths and the sweep setting (request_config).

@@ -178,7 +178,7 @@ def _step_keys(key: Array, iteration: Array) -> tuple[Array, Array]:
   def one(k):
     return jax.random.split(jax.random.fold_in(k, iteration))
   keys = one(key) if key.ndim == 0 else jax.vmap(one)(key)  # (2,) or (B, 2)
-  return (keys[0], keys[1]) if key.ndim == 0 else (keys[:, 0], keys[:, 1])
+  return keys[..., 0], keys[..., 1]
 
 
 def _loop(model, rows: Rows, region: Array, key: Array, cfg: SamplerConfig, specials: Specials, plan: Plan,
