@@ -8,6 +8,8 @@
   prompt_bucket    prompts are left-padded to a multiple of this (one compile per bucket and region length)
   shard_size       samples per cell; finished cells are skipped on resume
   image_resolution side of user images before MAGVIT-v2 (0 = upstream's 512 px)
+  seed             random weights without a checkpoint; each sample samples from key(eval.generate.sample_seed(seed,
+                   its id)), the same in any batch, shard or host layout
   networks         the other networks: MAGVIT-v2, SenseVoice (speech in), GLM-4-Voice decoder (speech out), CLIP
                    (CLIP-T / CLIP-I), Whisper (TTS WER); empty weight paths = random weights with a warning,
                    except clip_path / whisper_path, which must be local transformers directories

@@ -4,11 +4,25 @@ Each request is one prompt with its own SamplerConfig and region length (e.g. as
 length), tts_eval: int(3.5 * its text tokens), steps half of that), as upstream computes them at batch 1.
 Requests sharing (SamplerConfig, region length) and the same padded prompt length (rounded up to
 `prompt_bucket`) form a bucket: one compile per bucket, batches of `batch_size` rows left-padded to the bucket's
-prompt length (padding is masked out of attention, so a row's result does not depend on its batch mates up to
-float rounding). The batch is placed on the mesh sharded over its data axis (every process builds the same
+prompt length. The batch is placed on the mesh sharded over its data axis (every process builds the same
 global batch and hands each device its rows, so this works across hosts), and the filled regions are gathered
 back to every process (process_allgather); the caller writes them on process 0. A short last batch is padded
 with copies of its last row, whose results are dropped.
+
+What batching changes, and what it does not (tests/test_eval_generate.py; bench/RESULTS.md, "Eval generation"):
+  - Position ids count real tokens only (sampler.build_rows) and padding is never a key, so a left-padded row sees
+    the same inputs as alone, whatever its batch mates.
+  - Randomness (temperature > 0, alg_temp > 0, alg 'origin') comes from the row's own key, jax.random.key(
+    Request.seed), which generate_samples derives from the eval seed and the sample id: a sample draws the same
+    numbers in any batch, bucket, shard or host layout, and as a batch-1 api.generate(seed=Request.seed) run.
+  - Float rounding is not batch-invariant: the padded length (reductions over more, masked, keys) and the batch
+    size (XLA's blocking of the matmuls) change the order of float sums, so logits differ from the unpadded
+    batch-1 run's by up to ~5e-7 (tiny config, float32). Where two candidates are closer than that (argmax
+    tokens, the entropy confidences that order the reveals, the top-p cutoff), the choice can flip and the rest
+    of the sample follows it: a random model's near-uniform distributions do this often, a trained model's
+    rarely.
+  - mode='upstream' ranks the reveals over the whole batch (as upstream, which runs batch 1): rows would change
+    each other's tokens, so runner.check_config allows it only with batch_size 1.
 
 generate_samples() is the step before: an evaluator's samples -> its preset's prompts (sampling.inputs) -> one
 Request per sample with the preset's rules on its own lengths and the sweep setting (request_config).
@@ -17,6 +31,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import hashlib
 import math
 import time
 from typing import Sequence
@@ -65,10 +80,11 @@ class CompileClock:
 class Request:
   """One prompt. ids: (P,) int32 prompt ids; features / slots: (S, D) projected speech features and their (S,)
   positions in ids (None / () without speech); uncond: (Pu,) CFG unconditional ids or None; cfg and region_len:
-  this row's sampler settings and region length."""
+  this row's sampler settings and region length; seed: its random stream, jax.random.key(seed) (sample_seed)."""
   ids: np.ndarray
   cfg: SamplerConfig
   region_len: int
+  seed: int = 0
   features: np.ndarray | None = None
   slots: Sequence[int] = ()
   uncond: np.ndarray | None = None
@@ -82,6 +98,12 @@ class Stats:
   region_tokens: int = 0
   sampler_seconds: float = 0.0
   compile_seconds: float = 0.0
+
+
+def sample_seed(seed: int, sample_id: str) -> int:
+  """A sample's own seed (31 bits) from the eval seed and its id: its random stream whatever its batch."""
+  digest = hashlib.blake2b(f"{seed}:{sample_id}".encode(), digest_size=4).digest()
+  return int.from_bytes(digest, "little") >> 1
 
 
 def bucket_length(length: int, granularity: int) -> int:
@@ -127,7 +149,7 @@ def buckets(requests: Sequence[Request], prompt_bucket: int) -> dict[tuple, list
 
 
 def generate(model, vocab: VocabLayout, mesh, requests: Sequence[Request], *, batch_size: int, prompt_bucket: int,
-             seed: int = 0, progress=None) -> tuple[list[np.ndarray], list[float], Stats]:
+             progress=None) -> tuple[list[np.ndarray], list[float], Stats]:
   """Fills every request's region. batch_size: global rows per model batch (a multiple of the mesh's data axis).
 
   Returns the tokens (G_i,) of each request in order, the sampler seconds per request (its batch's wall time
@@ -150,8 +172,8 @@ def generate(model, vocab: VocabLayout, mesh, requests: Sequence[Request], *, ba
         began = time.perf_counter()
         rows, region = _batch_rows(model, vocab, batch, prompt_len)
         rows = jax.tree.map(lambda a: _put(mesh, np.asarray(a)), rows)
-        key = jax.random.fold_in(jax.random.key(seed), stats.batches)
-        result = sampler.run(model, cfg, rows, _put(mesh, region), key, specials)
+        keys = jax.vmap(jax.random.key)(jnp.asarray([r.seed for r in batch], jnp.uint32))  # (B,): one per row
+        result = sampler.run(model, cfg, rows, _put(mesh, region), keys, specials)
         filled = np.asarray(multihost_utils.process_allgather(result.tokens, tiled=True))
         elapsed = time.perf_counter() - began
         for row, index in enumerate(chunk):
@@ -215,15 +237,18 @@ def generate_samples(evaluator, ctx, mesh, samples: Sequence, setting: dict, run
   """An evaluator's samples -> its preset's prompts with `setting` -> filled regions; every process takes part.
 
   evaluator: an eval.evaluators.Evaluator (its preset and prompt_inputs), ctx: its Context (model, vocab,
-  tokenizer, media networks); run_cfg: the eval config (batch_size, prompt_bucket, seed, image_resolution).
+  tokenizer, media networks); run_cfg: the eval config (batch_size, prompt_bucket, seed, image_resolution); each
+  row's random stream is sample_seed(run_cfg.seed, its sample id).
   Returns the requests (None where the prompt failed), the errors (None where it did not), {sample index:
   (tokens (G_i,), sampler seconds)} of the samples that were sampled, and the Stats.
   """
   requests, errors = build_requests(evaluator, ctx, samples, setting, run_cfg.image_resolution or None)
+  requests = [request and dataclasses.replace(request, seed=sample_seed(run_cfg.seed, sample.id))
+              for request, sample in zip(requests, samples)]
   valid = [i for i, r in enumerate(requests) if r is not None]
   if progress is not None:
     progress.update(len(samples) - len(valid))
   tokens, seconds, stats = generate(ctx.model, ctx.vocab, mesh, [requests[i] for i in valid],
                                     batch_size=run_cfg.batch_size, prompt_bucket=run_cfg.prompt_bucket,
-                                    seed=run_cfg.seed, progress=progress)
+                                    progress=progress)
   return requests, errors, dict(zip(valid, zip(tokens, seconds))), stats

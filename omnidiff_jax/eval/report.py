@@ -62,24 +62,38 @@ def summarize(workdir: str, evaluators: dict, cfg: ml_collections.ConfigDict) ->
   return rows
 
 
-def _fmt(value) -> str:
+def json_default(value):
+  """json.dump's default= for NumPy scalars (np.float32, np.int64, ...): their Python value; TypeError otherwise."""
+  if isinstance(value, np.generic):
+    return value.item()
+  raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def format_value(value, significant: int = 4) -> str:
+  """A table cell: a float to `significant` digits ('' for NaN), '' for None, anything else str()."""
   if isinstance(value, float):
-    return "" if math.isnan(value) else f"{value:.4g}"
+    return "" if math.isnan(value) else f"{value:.{significant}g}"
   return "" if value is None else str(value)
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence]) -> str:
+  """A markdown table: the header, its separator and a line per row, cells through format_value; ends in a newline."""
+  lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+  lines += ["| " + " | ".join(format_value(cell) for cell in row) + " |" for row in rows]
+  return "\n".join(lines) + "\n"
 
 
 def write_table(rows: Sequence[dict], workdir: str) -> None:
   """results.json (every metric), results.csv and results.md (the COLUMNS)."""
   with open(os.path.join(workdir, "results.json"), "w") as f:
     json.dump(list(rows), f, indent=1, default=float)
+  cells = [[row[c] for c in COLUMNS] for row in rows]
   with open(os.path.join(workdir, "results.csv"), "w", newline="") as f:
     writer = csv.writer(f)
     writer.writerow(COLUMNS)
-    writer.writerows([[_fmt(row[c]) for c in COLUMNS] for row in rows])
-  lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-  lines += ["| " + " | ".join(_fmt(row[c]) for c in COLUMNS) + " |" for row in rows]
+    writer.writerows([[format_value(cell) for cell in row] for row in cells])
   with open(os.path.join(workdir, "results.md"), "w") as f:
-    f.write("\n".join(lines) + "\n")
+    f.write(markdown_table(COLUMNS, cells))
 
 
 def plot(rows: Sequence[dict], workdir: str) -> list[str]:

@@ -118,19 +118,14 @@ def run_cell(cell: Cell, evaluator: Evaluator, ctx: Context, mesh, samples: Sequ
     records.append(record)
   summary["failures"] = sum(r["failed"] for r in records)
   summary["seconds"] = time.perf_counter() - began
-  _write_atomic(cell.path(workdir, ".jsonl"), "".join(json.dumps(r, default=_json_default) + "\n" for r in records))
+  lines = "".join(json.dumps(record, default=report.json_default) + "\n" for record in records)
+  _write_atomic(cell.path(workdir, ".jsonl"), lines)
   _write_atomic(cell.path(workdir, ".done.json"), json.dumps(summary))
   return summary
 
 
 def _safe(sample_id: str) -> str:
   return "".join(c if c.isalnum() or c in "-_." else "_" for c in sample_id)
-
-
-def _json_default(value):
-  if isinstance(value, np.generic):
-    return value.item()
-  raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
 def _write_atomic(path: str, text: str) -> None:
@@ -150,7 +145,12 @@ def check_config(cfg: ml_collections.ConfigDict) -> None:
     if groups and not any(all(section.get(f) for f in group) for group in groups):
       wanted = " or ".join(" + ".join(f"benchmarks.{name}.{f}" for f in group) for group in groups)
       raise ValueError(f"benchmark {name}: set {wanted} (now empty)")
-    check_settings(section.get("settings") or cfg.settings)
+    for setting in check_settings(section.get("settings") or cfg.settings):
+      if setting.get("mode") == "upstream" and cfg.batch_size > 1:
+        raise ValueError(f"benchmark {name}, setting {setting_name(setting)!r}: mode='upstream' ranks the reveals over "
+                         "the whole batch (upstream's top-k over the flattened batch), so batch mates would change "
+                         "each row's tokens; run it with --config.batch_size=1 --config.mesh.data=1, or use "
+                         "mode='default'")
     KINDS[section.kind].check_section(name, section, cfg)
 
 

@@ -145,15 +145,28 @@ def process_logits(logits: Array, cfg: SamplerConfig, repeated: Array | None, po
   return logits
 
 
+def per_row_draw(draw, key: Array, shape: tuple[int, ...]) -> Array:
+  """draw(key, shape) -> random (B, ...) array. key: () one stream for the whole batch, or (B,) one stream per
+  row: row b is then draw(key[b], shape[1:]), the same values it gets alone in a batch of 1 with key[b] (for
+  the batch-invariant eval, eval.generate), whatever its batch mates and batch size."""
+  if key.ndim == 0:
+    return draw(key, shape)
+  return jax.vmap(lambda row_key: draw(row_key, shape[1:]))(key)
+
+
 def choose_tokens(logits: Array, cfg: SamplerConfig, key: Array) -> tuple[Array, Array, Array]:
-  """Token per position and its confidence. logits: processed (B, W, V).
+  """Token per position and its confidence. logits: processed (B, W, V); key: () or (B,) (see per_row_draw).
 
   Returns x0 (B, W) int32, prob (B, W) = p(x0), and confidence (B, W) for cfg.alg: p(x0) (maskgit_plus,
   origin), p_top1 - p_top2 (topk_margin) or sum p log(p + 1e-10) (entropy, entropy-penalty).
   """
   probs = jax.nn.softmax(logits, axis=-1)
   if cfg.temperature > 0:
-    x0 = jax.random.categorical(key, logits, axis=-1).astype(jnp.int32)
+    if key.ndim == 0:
+      x0 = jax.random.categorical(key, logits, axis=-1)
+    else:
+      x0 = jax.vmap(lambda row_key, row_logits: jax.random.categorical(row_key, row_logits, axis=-1))(key, logits)
+    x0 = x0.astype(jnp.int32)
   else:
     x0 = jnp.argmax(probs, axis=-1).astype(jnp.int32)
   prob = jnp.take_along_axis(probs, x0[..., None], axis=-1)[..., 0]

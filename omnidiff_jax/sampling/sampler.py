@@ -149,12 +149,14 @@ def _outside_block_reveal(masked: Array, candidates: Array) -> Array:
 
 def _select(cfg: SamplerConfig, candidates: Array, confidence: Array, prob: Array, t: Array, s: Array,
             last: Array, key: Array) -> Array:
-  """Which window positions to reveal this step. candidates, confidence, prob: (B, W) -> (B, W) bool."""
+  """Which window positions to reveal this step. candidates, confidence, prob: (B, W) -> (B, W) bool; key: () or
+  (B,) (logits_lib.per_row_draw)."""
   if cfg.alg == "origin":
-    return candidates & (last | (jax.random.uniform(key, candidates.shape) < 1.0 - s / t))
+    return candidates & (last | (logits_lib.per_row_draw(jax.random.uniform, key, candidates.shape) < 1.0 - s / t))
   score = jnp.where(candidates, confidence, -jnp.inf)
   if cfg.alg_temp > 0:
-    score = score / cfg.alg_temp + jnp.where(candidates, jax.random.gumbel(key, score.shape), 0.0)
+    score = score / cfg.alg_temp + jnp.where(candidates, logits_lib.per_row_draw(jax.random.gumbel, key, score.shape),
+                                             0.0)
   shape = candidates.shape
   if cfg.mode == "upstream":  # one top-k over the flattened batch, as upstream
     score, candidates = score.reshape(1, -1), candidates.reshape(1, -1)
@@ -168,6 +170,15 @@ def _select(cfg: SamplerConfig, candidates: Array, confidence: Array, prob: Arra
     k = jnp.minimum(jnp.maximum(jnp.where(last, num_masked, k), 1), num_masked)
     reveal = candidates & (rank < k)
   return reveal.reshape(shape)
+
+
+def _step_keys(key: Array, iteration: Array) -> tuple[Array, Array]:
+  """The token and reveal keys of one step: split(fold_in(key, iteration)), of the batch's key () or of each
+  row's (B,) (then each row's keys are those it gets alone)."""
+  def one(k):
+    return jax.random.split(jax.random.fold_in(k, iteration))
+  keys = one(key) if key.ndim == 0 else jax.vmap(one)(key)  # (2,) or (B, 2)
+  return keys[..., 0], keys[..., 1]
 
 
 def _loop(model, rows: Rows, region: Array, key: Array, cfg: SamplerConfig, specials: Specials, plan: Plan,
@@ -210,8 +221,7 @@ def _loop(model, rows: Rows, region: Array, key: Array, cfg: SamplerConfig, spec
       factors = logits_lib.position_penalty_factors(masked, penalty_table)
       position_factor = jax.lax.dynamic_slice_in_dim(factors, window_start, window, axis=1)
 
-    step_key = jax.random.fold_in(key, carry.iteration)
-    token_key, reveal_key = jax.random.split(step_key)
+    token_key, reveal_key = _step_keys(key, carry.iteration)
     processed = logits_lib.process_logits(logits, cfg, repeated, position_factor)
     x0, prob, confidence = logits_lib.choose_tokens(processed, cfg, token_key)
 
@@ -261,7 +271,8 @@ def _run(graphdef, state, rows: Rows, region: Array, key: Array, *, cfg: Sampler
 
 
 def run(model, cfg: SamplerConfig, rows: Rows, region: Array, key: Array, specials: Specials) -> SampleResult:
-  """Runs the compiled loop. rows: model-batch inputs (see build_rows); region: (B, G) initial region.
+  """Runs the compiled loop. rows: model-batch inputs (see build_rows); region: (B, G) initial region; key: ()
+  one random stream for the batch, or (B,) one per row (a row then samples as it does alone with its key).
 
   Compiles once per (shapes, cfg, specials, model graph). With parameters sharded over a mesh (e.g.
   checkpoints.load(..., mesh=)) the loop runs under that mesh and its logical axis rules (tensor-parallel
