@@ -7,13 +7,13 @@ from __future__ import annotations
 import glob
 import html
 import json
-import math
 import os
 from typing import Any
 
 import ml_collections
 
 from omnidiff_jax import tasks
+from omnidiff_jax.eval import report as eval_report
 
 SAMPLES_SHOWN = 6
 STAGES = ("stage1", "stage2", "stage3")
@@ -49,9 +49,7 @@ def loss_curves(workdir: str) -> str | None:
 
 
 def _fmt(value) -> str:
-  if isinstance(value, float):
-    return "" if math.isnan(value) else f"{value:.3g}"
-  return html.escape(str(value))
+  return html.escape(eval_report.format_value(value, significant=3))
 
 
 def _table(header: list[str], rows: list[list[Any]]) -> str:

@@ -27,6 +27,7 @@ import numpy as np
 from omnidiff_jax import config as cfglib
 from omnidiff_jax import tasks
 from omnidiff_jax.config import load_config_file
+from omnidiff_jax.eval import report as eval_report
 from omnidiff_jax.vocab import VocabLayout
 
 log = logging.getLogger(__name__)
@@ -58,7 +59,7 @@ class Steps:
     result["_timing"] = dict(wall_s=time.perf_counter() - wall, cpu_s=_cpu_seconds() - cpu,
                              peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     with open(self.path(name) + ".tmp", "w") as f:
-      json.dump(result, f, indent=1, default=_json_default)
+      json.dump(result, f, indent=1, default=eval_report.json_default)
     os.replace(self.path(name) + ".tmp", self.path(name))
     return result
 
@@ -74,12 +75,6 @@ class Steps:
 def _cpu_seconds() -> float:
   usage = resource.getrusage(resource.RUSAGE_SELF)
   return usage.ru_utime + usage.ru_stime
-
-
-def _json_default(value):
-  if isinstance(value, np.generic):
-    return value.item()
-  raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
 # ---------------------------------------------------------------------------------------------------------------
