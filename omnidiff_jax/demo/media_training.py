@@ -228,12 +228,13 @@ def _whisper_vq_part(corpus_dir: str, cfg, files: dict[str, str]) -> dict:
   model.codebook.set_value(jnp.asarray(codebook))
   speech_in.save_params(model, files["weights"])
   SpeechTokenizer.from_config(c, files["weights"]).encode_speech(waves[:1])   # the saved file loads and runs
-  codes = [np.asarray(whisper_vq.vector_quantize(jnp.asarray(h[None]), jnp.asarray(codebook))[0]) for h in features]
-  used = np.unique(np.concatenate(codes))
+  # Every clip's features in one call (one compile; the quantiser is row by row).
+  codes = np.asarray(whisper_vq.vector_quantize(jnp.asarray(np.concatenate(features)[None]), jnp.asarray(codebook))[0])
+  used = np.unique(codes)
   seconds = sum(map(len, waves)) / corpus_lib.speech.SAMPLE_RATE
   return dict(codes_used=int(used.size), codebook_size=int(c.encoder.codebook_size),
               code_usage=used.size / c.encoder.codebook_size, train_clips=len(waves),
-              codes_per_second=sum(map(len, codes)) / seconds,
+              codes_per_second=len(codes) / seconds,
               encoder=f"frozen random initialisation (seed {c.train.seed}); codebook: k-means of its features")
 
 
