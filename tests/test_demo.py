@@ -15,7 +15,7 @@ from omnidiff_jax import tasks
 from tool_cli import run_tool
 
 SAMPLES = 4
-ARGS = ["--config=configs/demo.py:quick", f"--config.eval.samples={SAMPLES}",
+ARGS = ["--config=configs/demo.py:quick", f"--config.eval.samples={SAMPLES}", f"--config.eval.batch_size={SAMPLES}",
         *(f"--config.stages.stage{i}.steps=4" for i in (1, 2, 3)), "--cpu_devices=2"]
 STEPS = ["corpus", "media", "text_tokenizer", "tokenize", "stage1", "stage2", "stage3", "eval"]
 # Per task, the least margin by which its headline metric (the task preset's 'exact' setting) must beat the chance

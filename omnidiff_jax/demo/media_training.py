@@ -197,20 +197,19 @@ def kmeans(vectors: np.ndarray, k: int, iters: int, seed: int) -> np.ndarray:
 
 
 def _whisper_features(model, frontend, waves: list[np.ndarray], batch_size: int) -> list[np.ndarray]:
-  """Pre-quantiser features (T_i, d) per wave; all waves are padded to one length (one compile); padding never
-  changes valid rows (causal convs, padded keys masked)."""
-  mels = [frontend([w])[0][0] for w in waves]
-  length = max(m.shape[0] for m in mels)
+  """Pre-quantiser features (T_i, d) per wave, over the clip's own frames (the front end's frame mask, as
+  whisper_vq.tokenize): every clip is padded to the longest (one compile); padding never changes valid rows
+  (causal convs, padded keys masked)."""
+  mels, frame_masks = frontend(waves)     # (N, T, n_mels), (N, T)
   encode = nnx.jit(lambda m, x, mask: m.encode(x, mask))
   out = []
-  for start in tqdm(range(0, len(mels), batch_size), desc="WhisperVQ features", leave=False):
-    chunk = mels[start:start + batch_size]
-    x = np.zeros((batch_size, length, chunk[0].shape[1]), np.float32)
-    mask = np.zeros((batch_size, length), np.int32)
-    for i, m in enumerate(chunk):
-      x[i, :m.shape[0]], mask[i, :m.shape[0]] = m, 1
+  for start in tqdm(range(0, len(waves), batch_size), desc="WhisperVQ features", leave=False):
+    n = min(batch_size, len(waves) - start)
+    x = np.zeros((batch_size, *mels.shape[1:]), np.float32)
+    mask = np.zeros((batch_size, mels.shape[1]), np.int32)
+    x[:n], mask[:n] = mels[start:start + n], frame_masks[start:start + n]
     hidden, code_mask = jax.device_get(encode(model, jnp.asarray(x), jnp.asarray(mask)))
-    out.extend(hidden[i][code_mask[i].astype(bool)] for i in range(len(chunk)))
+    out.extend(hidden[i][code_mask[i].astype(bool)] for i in range(n))
   return out
 
 
