@@ -198,16 +198,16 @@ def kmeans(vectors: np.ndarray, k: int, iters: int, seed: int) -> np.ndarray:
 
 def _whisper_features(model, frontend, waves: list[np.ndarray], batch_size: int) -> list[np.ndarray]:
   """Pre-quantiser features (T_i, d) per wave, over the clip's own frames (the front end's frame mask, as
-  whisper_vq.tokenize): every clip is padded to the longest (one compile); padding never changes valid rows
-  (causal convs, padded keys masked)."""
-  mels, frame_masks = frontend(waves)     # (N, T, n_mels), (N, T)
+  whisper_vq.tokenize): each batch of clips is padded as the front end pads it (one compile per padded length);
+  padding never changes valid rows (causal convs, padded keys masked)."""
   encode = nnx.jit(lambda m, x, mask: m.encode(x, mask))
   out = []
   for start in tqdm(range(0, len(waves), batch_size), desc="WhisperVQ features", leave=False):
-    n = min(batch_size, len(waves) - start)
+    mels, frame_masks = frontend(waves[start:start + batch_size])     # (n, T, n_mels), (n, T)
+    n = len(mels)
     x = np.zeros((batch_size, *mels.shape[1:]), np.float32)
     mask = np.zeros((batch_size, mels.shape[1]), np.int32)
-    x[:n], mask[:n] = mels[start:start + n], frame_masks[start:start + n]
+    x[:n], mask[:n] = mels, frame_masks
     hidden, code_mask = jax.device_get(encode(model, jnp.asarray(x), jnp.asarray(mask)))
     out.extend(hidden[i][code_mask[i].astype(bool)] for i in range(n))
   return out
