@@ -51,7 +51,9 @@ def get_config(arg=None):
       steps=120 if quick else 600, batch_size=8 if quick else 16, learning_rate=3e-3, warmup_steps=20,
       quantize_ramp=0.5, beta=0.25, commit_weight=0.1, entropy_weight=0.1, seed=0))
   cfg.whisper_vq = ml_collections.ConfigDict()
-  cfg.whisper_vq.frontend = whisper_vq.frontend_config(n_mels=32, batch_size=32)
+  # Clips padded to whole 2 s (the corpus clips take 1 to 3 s): every WhisperVQ batch has one of two lengths, so
+  # tokenizing and scoring compile it about twice instead of once per batch (80 ms, one token, by default).
+  cfg.whisper_vq.frontend = whisper_vq.frontend_config(n_mels=32, batch_size=32, pad_to_multiple_of=32_000)
   cfg.whisper_vq.encoder = whisper_vq.encoder_config(
       num_mel_bins=32, d_model=64, attention_heads=4, ffn_dim=128, max_source_positions=512, quantize_position=2,
       pooling_position=1, codebook_size=64, block_size=16)

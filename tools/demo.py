@@ -23,6 +23,10 @@ _WORKDIR = flags.DEFINE_string("workdir", "/tmp/omnidiff_demo", "Output director
 _QUICK = flags.DEFINE_bool("quick", False, "Use configs/demo.py:quick (fewer steps and samples; CI).")
 _CPU_DEVICES = flags.DEFINE_integer(
     "cpu_devices", 2, "Fake this many CPU devices (XLA host platform); 0 uses the real devices.")
+_COMPILATION_CACHE = flags.DEFINE_bool(
+    "compilation_cache", True, "Keep compiled programs in <workdir>/jax_cache (JAX's persistent compilation "
+    "cache): identical programs of later steps (each stage's init, stage 3's train step when its schedule equals "
+    "stage 2's) and of re-runs load instead of compiling.")
 
 
 def main(argv):
@@ -32,6 +36,11 @@ def main(argv):
     use_fake_cpu_devices(_CPU_DEVICES.value)
   logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
   logging.getLogger("absl").setLevel(logging.WARNING)
+  if _COMPILATION_CACHE.value:
+    import jax
+    jax.config.update("jax_compilation_cache_dir", os.path.join(os.path.abspath(_WORKDIR.value), "jax_cache"))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
   cfg = _CONFIG.value
   if _QUICK.value:
     if config_flags.get_override_values(flags.FLAGS["config"]) or ":" in config_flags.get_config_filename(

@@ -197,20 +197,19 @@ def kmeans(vectors: np.ndarray, k: int, iters: int, seed: int) -> np.ndarray:
 
 
 def _whisper_features(model, frontend, waves: list[np.ndarray], batch_size: int) -> list[np.ndarray]:
-  """Pre-quantiser features (T_i, d) per wave; all waves are padded to one length (one compile); padding never
-  changes valid rows (causal convs, padded keys masked)."""
-  mels = [frontend([w])[0][0] for w in waves]
-  length = max(m.shape[0] for m in mels)
+  """Pre-quantiser features (T_i, d) per wave, over the clip's own frames (the front end's frame mask, as
+  whisper_vq.tokenize): each batch of clips is padded as the front end pads it (one compile per padded length);
+  padding never changes valid rows (causal convs, padded keys masked)."""
   encode = nnx.jit(lambda m, x, mask: m.encode(x, mask))
   out = []
-  for start in tqdm(range(0, len(mels), batch_size), desc="WhisperVQ features", leave=False):
-    chunk = mels[start:start + batch_size]
-    x = np.zeros((batch_size, length, chunk[0].shape[1]), np.float32)
-    mask = np.zeros((batch_size, length), np.int32)
-    for i, m in enumerate(chunk):
-      x[i, :m.shape[0]], mask[i, :m.shape[0]] = m, 1
+  for start in tqdm(range(0, len(waves), batch_size), desc="WhisperVQ features", leave=False):
+    mels, frame_masks = frontend(waves[start:start + batch_size])     # (n, T, n_mels), (n, T)
+    n = len(mels)
+    x = np.zeros((batch_size, *mels.shape[1:]), np.float32)
+    mask = np.zeros((batch_size, mels.shape[1]), np.int32)
+    x[:n], mask[:n] = mels, frame_masks
     hidden, code_mask = jax.device_get(encode(model, jnp.asarray(x), jnp.asarray(mask)))
-    out.extend(hidden[i][code_mask[i].astype(bool)] for i in range(len(chunk)))
+    out.extend(hidden[i][code_mask[i].astype(bool)] for i in range(n))
   return out
 
 
@@ -228,12 +227,13 @@ def _whisper_vq_part(corpus_dir: str, cfg, files: dict[str, str]) -> dict:
   model.codebook.set_value(jnp.asarray(codebook))
   speech_in.save_params(model, files["weights"])
   SpeechTokenizer.from_config(c, files["weights"]).encode_speech(waves[:1])   # the saved file loads and runs
-  codes = [np.asarray(whisper_vq.vector_quantize(jnp.asarray(h[None]), jnp.asarray(codebook))[0]) for h in features]
-  used = np.unique(np.concatenate(codes))
+  # Every clip's features in one call (one compile; the quantiser is row by row).
+  codes = np.asarray(whisper_vq.vector_quantize(jnp.asarray(np.concatenate(features)[None]), jnp.asarray(codebook))[0])
+  used = np.unique(codes)
   seconds = sum(map(len, waves)) / corpus_lib.speech.SAMPLE_RATE
   return dict(codes_used=int(used.size), codebook_size=int(c.encoder.codebook_size),
               code_usage=used.size / c.encoder.codebook_size, train_clips=len(waves),
-              codes_per_second=sum(map(len, codes)) / seconds,
+              codes_per_second=len(codes) / seconds,
               encoder=f"frozen random initialisation (seed {c.train.seed}); codebook: k-means of its features")
 
 

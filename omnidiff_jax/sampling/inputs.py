@@ -91,7 +91,11 @@ class SpeechEncoder:
 
     from omnidiff_jax.models.speech_in import sensevoice
     encoded = sensevoice.encode_features(self.featurizer.encoder, [self.features(path)])[0]
-    return np.asarray(self.projector(jnp.asarray(encoded)), np.float32)
+    # Rows zero-padded to a multiple of 64 (the projector is row by row): its ops compile once per bucket, not
+    # once per clip length.
+    padded = np.zeros((-(-len(encoded) // 64) * 64, encoded.shape[1]), np.float32)
+    padded[:len(encoded)] = encoded
+    return np.asarray(self.projector(jnp.asarray(padded)), np.float32)[:len(encoded)]
 
 
 def load_speech_encoder(cfg, *, projector: AudioProjector | None = None, projector_params: str | None = None,

@@ -20,6 +20,7 @@ import math
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 from flax import nnx
 
 from omnidiff_jax.models.layer_stack import make_stack, scan_stack
@@ -143,7 +144,8 @@ def encode_features(encoder: SenseVoiceEncoder, feats: list, bucket: int = 64) -
   out = []
   for f in feats:
     t = f.shape[0]
-    padded = jnp.zeros((1, -(-t // bucket) * bucket, f.shape[1]), jnp.float32).at[0, :t].set(f)
-    x, lengths = _FORWARD(encoder, padded, jnp.asarray([t], jnp.int32))
+    padded = np.zeros((1, -(-t // bucket) * bucket, f.shape[1]), np.float32)  # numpy: no compile per length
+    padded[0, :t] = f
+    x, lengths = _FORWARD(encoder, jnp.asarray(padded), jnp.asarray([t], jnp.int32))
     out.append(jax.device_get(x[0, :int(lengths[0])]).astype("float32"))
   return out
