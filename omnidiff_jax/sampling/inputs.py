@@ -91,11 +91,9 @@ class SpeechEncoder:
 
     from omnidiff_jax.models.speech_in import sensevoice
     encoded = sensevoice.encode_features(self.featurizer.encoder, [self.features(path)])[0]
-    # Rows zero-padded to a multiple of 64 (the projector is row by row): its ops compile once per bucket, not
-    # once per clip length.
-    padded = np.zeros((-(-len(encoded) // 64) * 64, encoded.shape[1]), np.float32)
-    padded[:len(encoded)] = encoded
-    return np.asarray(self.projector(jnp.asarray(padded)), np.float32)[:len(encoded)]
+    # The projector is row by row: rows padded per bucket compile once per bucket, not once per clip length.
+    projected = self.projector(jnp.asarray(sensevoice.pad_rows(encoded)))
+    return np.asarray(projected, np.float32)[:len(encoded)]
 
 
 def load_speech_encoder(cfg, *, projector: AudioProjector | None = None, projector_params: str | None = None,

@@ -135,7 +135,18 @@ class SenseVoiceEncoder(nnx.Module):
 _FORWARD = nnx.jit(lambda model, feats, lengths: model(feats, lengths))
 
 
-def encode_features(encoder: SenseVoiceEncoder, feats: list, bucket: int = 64) -> list:
+FRAME_BUCKET = 64   # frames are zero-padded to a multiple of this: one compile per bucket, not per clip length
+
+
+def pad_rows(x: np.ndarray, bucket: int = FRAME_BUCKET) -> np.ndarray:
+  """(T, D) -> (ceil(T / bucket) * bucket, D) float32, zero rows after the first T (padded in numpy, so no
+  compile per length)."""
+  padded = np.zeros((-(-x.shape[0] // bucket) * bucket, x.shape[1]), np.float32)
+  padded[:x.shape[0]] = x
+  return padded
+
+
+def encode_features(encoder: SenseVoiceEncoder, feats: list, bucket: int = FRAME_BUCKET) -> list:
   """Runs LFR feature arrays [(T_i, input_size)] one at a time -> [(T_i + 4, output_size) float32 numpy].
 
   Frames are zero-padded to a multiple of `bucket` (fewer recompiles); padding never changes valid rows
@@ -144,8 +155,6 @@ def encode_features(encoder: SenseVoiceEncoder, feats: list, bucket: int = 64) -
   out = []
   for f in feats:
     t = f.shape[0]
-    padded = np.zeros((1, -(-t // bucket) * bucket, f.shape[1]), np.float32)  # numpy: no compile per length
-    padded[0, :t] = f
-    x, lengths = _FORWARD(encoder, jnp.asarray(padded), jnp.asarray([t], jnp.int32))
+    x, lengths = _FORWARD(encoder, jnp.asarray(pad_rows(np.asarray(f), bucket)[None]), jnp.asarray([t], jnp.int32))
     out.append(jax.device_get(x[0, :int(lengths[0])]).astype("float32"))
   return out
