@@ -1,5 +1,6 @@
 """Each benchmark reader on a tiny fake copy of its published layout, and its error on a broken one."""
 import json
+import pathlib
 
 import numpy as np
 import pytest
@@ -7,8 +8,11 @@ import soundfile
 from PIL import Image
 
 from configs.eval import table1
+from fixtures import make_tfds_librispeech as tfds_fixture
 from omnidiff_jax.eval import readers, runner
 from omnidiff_jax.eval.evaluators import KINDS, Context
+
+FIXTURES = pathlib.Path(__file__).resolve().parent / "fixtures"
 
 
 def _wav(path, seconds=0.1, rate=16000):
@@ -140,6 +144,29 @@ def test_libritts_tfds_and_the_evaluators_tfds_fields(fake_tfds, tmp_path):
   assert sorted(p.name for p in (tmp_path / "wavs").iterdir()) == [k + ".wav" for k in sorted(TFDS_UTTERANCES)]
   with pytest.raises(ValueError, match="empty or missing 'text_normalized'"):
     KINDS["libritts"]("libritts", cfg.benchmarks.libritts, ctx).samples()
+
+
+def test_librispeech_tfds_audio_feature_as_tfds_builds_it(tmp_path):
+  """tests/fixtures/tfds: TFDS's own librispeech builder run on a two-utterance LibriSpeech (Audio features,
+  FLAC; configs 'default' and 'lazy_decode'; tests/fixtures/make_tfds_librispeech.py). With TensorFlow both configs
+  read back sample for sample; without it (CI) the reader says TensorFlow is needed."""
+  pytest.importorskip("tensorflow_datasets")
+  data_dir = str(FIXTURES / "tfds")
+  for config in ("default", "lazy_decode"):
+    name = f"fake_librispeech/{config}"
+    try:
+      import tensorflow  # noqa: F401
+    except ModuleNotFoundError:
+      with pytest.raises(ModuleNotFoundError, match=f"TFDS {name}/test_clean.*need TensorFlow.*tensorflow-cpu"):
+        readers.librispeech_tfds(data_dir, str(tmp_path / config), name=name)
+      continue
+    samples = readers.librispeech_tfds(data_dir, str(tmp_path / config), name=name)
+    assert [s.id for s in samples] == sorted(tfds_fixture.UTTERANCES)
+    for sample in samples:
+      seconds, text, seed = tfds_fixture.UTTERANCES[sample.id]
+      wave, rate = soundfile.read(sample.inputs["wav"], dtype="int16")
+      assert sample.reference == {"text": text}
+      assert rate == 16000 and np.array_equal(wave, tfds_fixture.speech(seconds, seed)), (config, sample.id)
 
 
 def test_mme_upstream_and_release_layouts(tmp_path):

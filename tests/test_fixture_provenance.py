@@ -1,6 +1,6 @@
 """Every fixture under tests/fixtures records how it was made: upstream commits and package versions.
 
-npz fixtures hold `meta/<name>` strings; other fixture files hold them in a `<file>.meta.json` sidecar
+npz fixtures hold `meta/<name>` strings; other fixture files and folders hold them in a `<name>.meta.json` sidecar
 (tests/fixtures/provenance.py writes both; tests/fixtures/README.md says how to regenerate each fixture).
 """
 import json
@@ -14,12 +14,20 @@ from fixtures import provenance
 
 FIXTURES = pathlib.Path(__file__).resolve().parent / "fixtures"
 CODE_SUFFIXES = {".py", ".md"}
-FIXTURE_FILES = sorted(p for p in FIXTURES.iterdir() if p.is_file() and p.suffix not in CODE_SUFFIXES
-                       and not p.name.endswith(provenance.SIDECAR_SUFFIX))
+CODE_DIRS = {"data", "__pycache__"}   # data/: fakes.py, code that makes inputs in the tests
+
+
+def _is_fixture(path: pathlib.Path) -> bool:
+  if path.is_dir():
+    return path.name not in CODE_DIRS
+  return path.suffix not in CODE_SUFFIXES and not path.name.endswith(provenance.SIDECAR_SUFFIX)
+
+
+FIXTURE_FILES = sorted(filter(_is_fixture, FIXTURES.iterdir()))
 
 
 def _meta(path: pathlib.Path) -> dict[str, str]:
-  if path.suffix == ".npz":
+  if path.is_file() and path.suffix == ".npz":
     with np.load(path) as data:
       return {k: str(data[k]) for k in data.files if k.startswith("meta/")}
   sidecar = path.with_name(path.name + provenance.SIDECAR_SUFFIX)
@@ -29,7 +37,7 @@ def _meta(path: pathlib.Path) -> dict[str, str]:
 
 def test_fixture_files_are_found():
   """Guards the parametrisation below against an empty glob (both kinds of provenance are exercised)."""
-  assert {".npz", ".mvn"} <= {p.suffix for p in FIXTURE_FILES}
+  assert {".npz", ".mvn", ""} <= {p.suffix for p in FIXTURE_FILES}   # "": the TFDS folder
 
 
 @pytest.mark.parametrize("path", FIXTURE_FILES, ids=lambda p: p.name)

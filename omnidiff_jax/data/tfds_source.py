@@ -7,14 +7,18 @@ Audio and Image feature codecs (librispeech, coco_captions) import TensorFlow, s
 `pip install tensorflow` (CPU) next to tensorflow_datasets, or a re-export with Tensor features.
 Image fields may also be encoded bytes (e.g. read with decoders={'image': tfds.decode.SkipDecoding()}).
 Adapters:
-  asr      examples with 'speech' (16 kHz int16 audio) and 'text' (librispeech):
+  asr      examples with 'speech' (16 kHz int16 audio, or its encoded file under librispeech/lazy_decode) and
+           'text' (librispeech):
            user "Convert the speech to text.\\n<|audio|>", assistant the transcript
   caption  examples with 'image' (uint8 HxWx3) and 'captions': {'text': [...]} or 'caption' (coco_captions):
            user "Describe this image.\\n<|image|>", assistant the first caption
 """
 from __future__ import annotations
 
+import io
+
 import numpy as np
+import soundfile
 import tensorflow_datasets as tfds
 
 from omnidiff_jax.data.errors import BadSample
@@ -36,8 +40,21 @@ def _text(value) -> str:
   return text
 
 
+def _speech(value, where: str) -> tuple[np.ndarray, int]:
+  """A 'speech' feature -> ((samples,) int16, sample rate): decoded int16 samples at 16 kHz, or the encoded file
+  (FLAC / WAV bytes) that `lazy_decode` configs (librispeech/lazy_decode) keep, decoded here."""
+  if not isinstance(value, bytes):
+    return np.asarray(value), TFDS_SAMPLE_RATE
+  try:
+    samples, rate = soundfile.read(io.BytesIO(value), dtype="int16")
+  except (soundfile.LibsndfileError, RuntimeError) as e:
+    raise BadSample(f"{where}: 'speech' bytes are not a readable audio file ({e})") from e
+  return samples, rate
+
+
 def asr_record(example: dict, where: str) -> Record:
-  audio = MediaItem(array=np.asarray(example["speech"]), sample_rate=TFDS_SAMPLE_RATE, role="user")
+  samples, rate = _speech(example["speech"], where)
+  audio = MediaItem(array=samples, sample_rate=rate, role="user")
   messages = [{"role": "user", "content": ASR_PROMPT}, {"role": "assistant", "content": _text(example["text"])}]
   return Record(messages=messages, images=[], audios=[audio], task="asr", where=where)
 
@@ -61,4 +78,12 @@ def adapter(name: str):
 
 def data_source(name: str, split: str, data_dir: str | None = None):
   """Random-access source of a locally prepared ArrayRecord TFDS dataset."""
-  return tfds.data_source(name, split=split, data_dir=data_dir, download=False)
+  try:
+    return tfds.data_source(name, split=split, data_dir=data_dir, download=False)
+  except ModuleNotFoundError as e:
+    if e.name != "tensorflow":
+      raise
+    raise ModuleNotFoundError(
+        f"TFDS {name}/{split} under {data_dir}: its features (Audio, Image) need TensorFlow to be read: "
+        "`pip install tensorflow-cpu` next to tensorflow_datasets (see omnidiff_jax/data/tfds_source.py)",
+        name="tensorflow") from e

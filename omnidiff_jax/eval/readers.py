@@ -106,6 +106,8 @@ def _tfds_examples(name: str, split: str, data_dir: str, limit: int | None):
   _require_dir(data_dir, f"TFDS {name} (the data_dir holding {name}/<version>/)")
   try:
     source = tfds_source.data_source(name, split, data_dir)
+  except ModuleNotFoundError:  # TensorFlow missing for Audio / Image features: the message says so
+    raise
   except Exception as e:  # tfds raises several types (DatasetNotFoundError, ValueError for an unknown split)
     raise FileNotFoundError(f"TFDS {name}, split {split!r}: not readable under {data_dir!r} (prepare it with "
                             f"`tfds build {name} --file_format=array_record --data_dir={data_dir}`): {e}") from e
