@@ -8,6 +8,8 @@ import subprocess
 import sys
 import time
 
+from tool_cli import FAST_COMPILE_XLA_FLAGS
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 TINY_OVERRIDES = ("--config.train.steps={steps}", "--config.checkpoint.save_every=3", "--config.metrics.log_every=2",
                   "--config.train.seq_len=48", "--config.data.max_len=8", "--config.metrics.tensorboard=False")
@@ -28,8 +30,8 @@ def free_port() -> int:
 
 def environment(cache_dir=None):
   """Subprocess env; runs that share `cache_dir` compile the train step once (JAX persistent cache)."""
-  # The tool appends the device count; LLVM optimisation off halves the compile time of these tiny runs.
-  env = dict(os.environ, PYTHONPATH=str(ROOT), JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_backend_optimization_level=0")
+  # The tool appends the device count; fast compiling halves the compile time of these tiny runs.
+  env = dict(os.environ, PYTHONPATH=str(ROOT), JAX_PLATFORMS="cpu", XLA_FLAGS=FAST_COMPILE_XLA_FLAGS)
   if cache_dir:
     env.update(JAX_COMPILATION_CACHE_DIR=str(cache_dir), JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
                JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
