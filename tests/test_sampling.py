@@ -207,3 +207,28 @@ def test_repetition_penalty_marks_decoded_ids_only():
   assert present[0].nonzero()[0].tolist() == [7] and present[1].nonzero()[0].tolist() == [3]
   penalised = logits_lib.ctrl_penalty(jnp.asarray([-2.0, 3.0]), 1.5)
   np.testing.assert_allclose(np.asarray(penalised), [-3.0, 2.0])
+
+
+def test_recording_traces_each_iteration_without_changing_tokens(setup):
+  model, vocab = setup
+  cfg = SamplerConfig(steps=8, alg="entropy", block_size=4)
+  prompts = _prompts(vocab, [6, 10], seed=5)
+  plain = generate(model, cfg, vocab, prompt_ids=prompts, region_len=12)
+  assert plain.trace is None
+  with sampler_lib.recording() as record:
+    traced = generate(model, cfg, vocab, prompt_ids=prompts, region_len=12)
+  assert len(record) == 1 and not sampler_lib._RECORDINGS
+  trace, steps = record[0], int(traced.steps)
+  np.testing.assert_array_equal(np.asarray(traced.tokens), np.asarray(plain.tokens))
+  np.testing.assert_array_equal(trace.region[steps - 1], np.asarray(plain.tokens))
+  before = np.full((2, 12), vocab.mask_id)
+  for t in range(steps):
+    window = slice(trace.window_start[t], trace.window_start[t] + 4)
+    revealed = before[:, window] != trace.region[t][:, window]
+    assert (trace.region[t][:, window][revealed] == trace.x0[t][revealed]).all()
+    assert (trace.margin[t] >= 0).all()
+    for row in range(2):  # the most confident candidates are revealed
+      kept = trace.candidates[t, row] & ~revealed[row]
+      if kept.any() and revealed[row].any():
+        assert trace.confidence[t, row][revealed[row]].min() >= trace.confidence[t, row][kept].max()
+    before = trace.region[t]

@@ -25,12 +25,27 @@ from omnidiff_jax.sampling.schedule import Plan, SamplerConfig, make_plan, revea
 
 Array = jax.Array
 _TRACES = [0]
+_RECORDINGS: list[list] = []  # the lists of the active recording() contexts, innermost last
 KERNEL_BLOCK = 128  # with attention_impl 'splash', rows are padded to a multiple of the kernel's smallest block
 
 
 def trace_count() -> int:
   """How many times the loop has been traced (compiled) in this process; for tests and benchmarks."""
   return _TRACES[0]
+
+
+@contextlib.contextmanager
+def recording():
+  """While active, every run() also records what each iteration decided: it yields a list to which each run's
+  Trace (numpy) is appended in call order. Runs compile separately with the recording (a static switch), so
+  nothing is recorded, nor computed for it, outside this context. For diagnostics (bench/bench_eval_ties.py).
+  """
+  record: list = []
+  _RECORDINGS.append(record)
+  try:
+    yield record
+  finally:
+    _RECORDINGS.remove(record)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,7 +82,7 @@ class Carry:
 
   region: (B, G) current tokens; block: active block index; step: step inside the block; iteration: global
   step count; kv: cached keys/values (num_layers, R, L, K, H) each, or None; full_forwards / cached_forwards:
-  number of model calls of each kind.
+  number of model calls of each kind; trace: the Trace being filled (recording()) or None.
   """
   region: Array
   block: Array
@@ -76,15 +91,37 @@ class Carry:
   kv: tuple[Array, Array] | None
   full_forwards: Array
   cached_forwards: Array
+  trace: Trace | None = None
+
+
+@flax.struct.dataclass
+class Trace:
+  """What each iteration of one run decided (run() inside recording()). T = the plan's max_iterations (rows past
+  the last iteration run stay zero), W = the window.
+
+  region: (T, B, G) the region after the iteration; window_start: (T,) its window's first region index;
+  candidates: (T, B, W) bool the masked positions of the active block; x0, prob, confidence: (T, B, W) what
+  logits.choose_tokens gave (the reveal ranks the candidates by confidence); margin: (T, B, W) float32 top-1
+  minus top-2 of the processed logits (how near the token choice was to a tie).
+  """
+  region: Array
+  window_start: Array
+  candidates: Array
+  x0: Array
+  prob: Array
+  confidence: Array
+  margin: Array
 
 
 @flax.struct.dataclass
 class SampleResult:
-  """tokens: (B, G) the filled region; steps: loop iterations run; full_forwards / cached_forwards: model calls."""
+  """tokens: (B, G) the filled region; steps: loop iterations run; full_forwards / cached_forwards: model calls;
+  trace: a Trace inside recording(), else None."""
   tokens: Array
   steps: Array
   full_forwards: Array
   cached_forwards: Array
+  trace: Trace | None = None
 
 
 def _row_embeds(model, rows: Rows, region: Array, num_cond: int) -> Array:
@@ -182,7 +219,7 @@ def _step_keys(key: Array, iteration: Array) -> tuple[Array, Array]:
 
 
 def _loop(model, rows: Rows, region: Array, key: Array, cfg: SamplerConfig, specials: Specials, plan: Plan,
-          prompt_len: int) -> SampleResult:
+          prompt_len: int, record: bool = False) -> SampleResult:
   _TRACES[0] += 1
   num_cond, g = region.shape
   window = plan.window
@@ -197,8 +234,14 @@ def _loop(model, rows: Rows, region: Array, key: Array, cfg: SamplerConfig, spec
   if cfg.position_penalty != 1.0:
     penalty_table = jnp.asarray(logits_lib.position_penalty_table(g, cfg.position_penalty, cfg.position_window))
   zero = jnp.zeros((), jnp.int32)
+  trace = None
+  if record:
+    steps, per_position = max(plan.max_iterations, 1), (max(plan.max_iterations, 1), num_cond, window)
+    trace = Trace(region=jnp.zeros((steps, num_cond, g), jnp.int32), window_start=jnp.zeros((steps,), jnp.int32),
+                  candidates=jnp.zeros(per_position, bool), x0=jnp.zeros(per_position, jnp.int32),
+                  prob=jnp.zeros(per_position), confidence=jnp.zeros(per_position), margin=jnp.zeros(per_position))
   init = Carry(region=region, block=zero, step=zero, iteration=zero, kv=kv, full_forwards=zero,
-               cached_forwards=zero)
+               cached_forwards=zero, trace=trace)
 
   def body(carry: Carry) -> Carry:
     b, i = carry.block, carry.step
@@ -238,9 +281,15 @@ def _loop(model, rows: Rows, region: Array, key: Array, cfg: SamplerConfig, spec
 
     # Not `candidates & ~reveal`: in upstream mode a position "revealed" as the mask id stays masked.
     block_done = last | ~jnp.any((window_tokens == specials.mask_id) & (in_block[None] | outside_block))
+    trace = carry.trace
+    if trace is not None:
+      top2 = jax.lax.top_k(processed, 2)[0]
+      now = Trace(region=new_region, window_start=window_start, candidates=candidates, x0=x0, prob=prob,
+                  confidence=confidence, margin=top2[..., 0] - top2[..., 1])
+      trace = jax.tree.map(lambda buffer, value: buffer.at[carry.iteration].set(value), trace, now)
     return Carry(region=new_region, block=jnp.where(block_done, b + 1, b), step=jnp.where(block_done, 0, i + 1),
                  iteration=carry.iteration + 1, kv=kv, full_forwards=full_forwards,
-                 cached_forwards=cached_forwards)
+                 cached_forwards=cached_forwards, trace=trace)
 
   def cond(carry: Carry) -> Array:
     return carry.block < len(plan.block_steps)
@@ -258,16 +307,16 @@ def _loop(model, rows: Rows, region: Array, key: Array, cfg: SamplerConfig, spec
 
   final = jax.lax.while_loop(cond, lambda c: skip_filled_blocks(body(c)), skip_filled_blocks(init))
   return SampleResult(tokens=final.region, steps=final.iteration, full_forwards=final.full_forwards,
-                      cached_forwards=final.cached_forwards)
+                      cached_forwards=final.cached_forwards, trace=final.trace)
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef", "cfg", "specials"))
-def _run(graphdef, state, rows: Rows, region: Array, key: Array, *, cfg: SamplerConfig, specials: Specials
-         ) -> SampleResult:
+@functools.partial(jax.jit, static_argnames=("graphdef", "cfg", "specials", "record"))
+def _run(graphdef, state, rows: Rows, region: Array, key: Array, *, cfg: SamplerConfig, specials: Specials,
+         record: bool) -> SampleResult:
   model = nnx.merge(graphdef, state)
   region_len = region.shape[1]
   prompt_len = rows.base_embeds.shape[1] - rows.tail_padding - region_len
-  return _loop(model, rows, region, key, cfg, specials, make_plan(cfg, region_len), prompt_len)
+  return _loop(model, rows, region, key, cfg, specials, make_plan(cfg, region_len), prompt_len, record)
 
 
 def run(model, cfg: SamplerConfig, rows: Rows, region: Array, key: Array, specials: Specials) -> SampleResult:
@@ -281,7 +330,10 @@ def run(model, cfg: SamplerConfig, rows: Rows, region: Array, key: Array, specia
   graphdef, state = nnx.split(model)
   mesh = sharding.params_mesh(state)
   with contextlib.nullcontext() if mesh is None else sharding.use_mesh(mesh):
-    return _run(graphdef, state, rows, region, key, cfg=cfg, specials=specials)
+    result = _run(graphdef, state, rows, region, key, cfg=cfg, specials=specials, record=bool(_RECORDINGS))
+  if _RECORDINGS:
+    _RECORDINGS[-1].append(jax.device_get(result.trace))
+  return result
 
 
 def _positions(valid: np.ndarray) -> np.ndarray:
