@@ -10,7 +10,7 @@ import pytest
 from configs import demo_media
 from omnidiff_jax.data import manifest, media
 from omnidiff_jax.data.errors import BadInputPolicy
-from omnidiff_jax.demo import corpus, media_training, speech
+from omnidiff_jax.demo import corpus, evaluators, media_training, speech
 
 
 def small_config():
@@ -71,6 +71,51 @@ def test_heldout_pictures_are_new_draws(built):
   heldout = corpus.read_labels(corpus_dir, "heldout")
   positions = {(r["cx"], r["cy"], r["size"]) for r in train}
   assert not any((r["cx"], r["cy"], r["size"]) in positions for r in heldout)
+
+
+def test_pictures_are_near_the_centre(built):
+  corpus_dir, _, cfg, _ = built
+  side, jitter, (low, high) = cfg.corpus.image_size, cfg.corpus.centre_jitter, cfg.corpus.size_range
+  for split in corpus.SPLITS:
+    for row in corpus.read_labels(corpus_dir, split):
+      assert abs(row["cx"] / side - 0.5) <= jitter + 1e-3 and abs(row["cy"] / side - 0.5) <= jitter + 1e-3, row
+      assert low - 1e-3 <= row["size"] / side <= high + 1e-3, row
+  cfg = small_config()
+  cfg.corpus.size_range = (0.3, 0.49)
+  with pytest.raises(ValueError, match="corpus.centre_jitter .* corpus.size_range"):
+    corpus.build_corpus(str(os.path.join(corpus_dir, "unused")), cfg)
+
+
+def test_chat_pool_questions_have_own_key_words_and_answers():
+  pool = corpus.chat_pool()
+  questions, answers = zip(*pool)
+  assert len(pool) == len(set(questions)) == len(set(map(evaluators.normalise, answers))) == 32
+  words = [set(evaluators.normalise(q).split()) for q in questions]
+  for i, own in enumerate(words):
+    others = set().union(*(w for j, w in enumerate(words) if j != i))
+    assert own - others, f"{questions[i]!r} has no word of its own"
+
+
+def _chat_answers(corpus_dir: str, split: str, source: str) -> list[str]:
+  path = os.path.join(corpus_dir, "manifests", split, f"{source}.jsonl")
+  records = manifest.iter_records(path, BadInputPolicy("error"))
+  return [record.messages[-1]["content"].split("\n")[0] for record in records]   # sqa: text, then the speech
+
+
+def test_chat_lines_ask_every_question_evenly_so_chance_is_low(built):
+  corpus_dir, _, cfg, _ = built
+  pool_answers = {answer for _, answer in corpus.chat_pool()}
+  for split, count in (("train", cfg.corpus.chat_train), ("heldout", cfg.corpus.chat_heldout)):
+    for source in ("text", "sqa"):
+      answers = _chat_answers(corpus_dir, split, source)
+      assert len(answers) == count and set(answers) <= pool_answers
+      # At most len(pool) lines here: every question at most once, so the best constant answer scores 1 / count.
+      assert len(set(answers)) == count
+      exact = lambda ref, hyp: float(evaluators.normalise(ref) == evaluators.normalise(hyp))  # noqa: E731
+      assert evaluators.best_constant(answers, exact) == pytest.approx(1 / count)
+  # Full config: 512 training lines ask each of the 32 questions 16 times, 32 held-out lines each once.
+  full = demo_media.get_config().corpus
+  assert full.chat_train % len(corpus.chat_pool()) == 0 and full.chat_heldout == len(corpus.chat_pool())
 
 
 def test_fallback_synthesiser(tmp_path, monkeypatch):

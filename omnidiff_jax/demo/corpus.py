@@ -13,9 +13,13 @@
         sqa      spoken chat question -> answer + spoken answer      text   chat question -> answer
     corpus.json                    config, counts, label names, splits, the synthesiser used
   Prompts are the task registry's (omnidiff_jax.chat.task_messages). Split k draws from PCG64([seed, k]), so
-  held-out pictures are new draws (new positions / sizes; label combinations repeat); held-out user speech uses
-  voices (speed, pitch) not used in train. Chat questions come from one fixed pool in both splits. User speech is
-  spoken in varied voices, assistant speech always in ASSISTANT_VOICE (so TTS targets are one code sequence per
+  held-out pictures are new draws (new positions / sizes, never pixel-identical to a training picture; label
+  combinations repeat); held-out user speech uses voices (speed, pitch) not used in train. Shapes sit near the
+  centre (corpus.centre_jitter, corpus.size_range), so that a picture's codes depend mostly on its labels. Chat
+  lines (text, sqa) ask the questions of one fixed pool (CHAT_POOL: 32 questions, each with its own key words and
+  answer) in both splits, every question once per round of len(pool) lines: held-out chat scores memorisation
+  (held-out SQA asks in voices not used in train), and the best constant answer scores about 1 / 32. User speech
+  is spoken in varied voices, assistant speech always in ASSISTANT_VOICE (so TTS targets are one code sequence per
   text).
 """
 from __future__ import annotations
@@ -46,21 +50,31 @@ VQA_QUESTIONS = (("what colour is the shape?", "colour"), ("what shape is this?"
 USER_VOICES = {"train": tuple(speech.Voice(s, p) for s in (140, 175, 210) for p in (30, 70)),
                "heldout": (speech.Voice(155, 50), speech.Voice(195, 50))}
 ASSISTANT_VOICE = speech.Voice(170, 50)
-_NUMBERS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
-CHAT_FACTS = (
+# The chat pool (text and spoken chat lines): each question has its own key word(s) and its own one- or two-word
+# answer, so a model that ignores the question scores at most 1 / len(pool) per question drawn, and the questions
+# are told apart by their key words (the pool is memorised: held-out lines ask the same questions, held-out spoken
+# ones in voices not used in train).
+CHAT_POOL = (
     ("what colour is the sky?", "blue"), ("what colour is grass?", "green"), ("what colour is a banana?", "yellow"),
     ("what colour is a tomato?", "red"), ("what colour is snow?", "white"), ("what colour is coal?", "black"),
-    ("how many sides does a triangle have?", "three"), ("how many sides does a square have?", "four"),
-    ("what shape is a ball?", "round"), ("what is the opposite of hot?", "cold"), ("what do cats say?", "meow"),
-    ("what do dogs say?", "woof"), ("hello", "hello, how can i help?"), ("thank you", "you are welcome"))
+    ("how many legs does a spider have?", "eight"), ("how many days are in a week?", "seven"),
+    ("how many wheels does a bicycle have?", "two"), ("how many sides does a triangle have?", "three"),
+    ("what do cats say?", "meow"), ("what do dogs say?", "woof"), ("what do cows say?", "moo"),
+    ("what is the opposite of hot?", "cold"), ("what is the opposite of up?", "down"),
+    ("what is the opposite of day?", "night"), ("what is the capital of france?", "paris"),
+    ("what is the capital of japan?", "tokyo"), ("what is the capital of italy?", "rome"),
+    ("what do bees make?", "honey"), ("where do fish live?", "in water"), ("what falls from clouds?", "rain"),
+    ("what shines in the daytime?", "the sun"), ("what shines at night?", "the moon"), ("what is frozen water?", "ice"),
+    ("what do birds fly with?", "wings"), ("what tells the time?", "a clock"), ("which season is coldest?", "winter"),
+    ("what animal has a trunk?", "an elephant"), ("what do you sleep in?", "a bed"),
+    ("hello", "hello, how can i help?"), ("thank you", "you are welcome"))
 SUPERSAMPLE = 4
 MANIFEST_TO_ROOT = "../../"   # from manifests/<split>/ to the corpus root
 
 
 def chat_pool() -> list[tuple[str, str]]:
-  """The fixed (question, answer) pool of the text and spoken chat lines: facts and sums of two small numbers."""
-  sums = [(f"what is {_NUMBERS[a]} plus {_NUMBERS[b]}?", _NUMBERS[a + b]) for a in range(1, 5) for b in range(1, 5)]
-  return list(CHAT_FACTS) + sums
+  """The fixed (question, answer) pool of the text and spoken chat lines (CHAT_POOL)."""
+  return list(CHAT_POOL)
 
 
 def render_picture(shape: str, colour: str, cx: float, cy: float, size: float, image_size: int) -> np.ndarray:
@@ -96,14 +110,21 @@ def _check(cfg: ml_collections.ConfigDict) -> None:
                      f"from {tuple(COLOURS)}")
   if len(set(cfg.shapes)) < 2 or len(set(cfg.colours)) < 2:
     raise ValueError("corpus.shapes and corpus.colours need at least 2 distinct names each")
+  low, high = cfg.size_range
+  if not (0 <= cfg.centre_jitter and 0 < low <= high and high + cfg.centre_jitter <= 0.5):
+    raise ValueError(f"corpus.centre_jitter ({cfg.centre_jitter}) and corpus.size_range ({cfg.size_range}) are "
+                     "fractions of the picture side: need 0 <= centre_jitter, 0 < low <= high and high + "
+                     "centre_jitter <= 0.5 (the shape inside the picture)")
   if cfg.image_size < 16 or cfg.sample_rate != speech.SAMPLE_RATE:
     raise ValueError(f"corpus.image_size must be >= 16 (got {cfg.image_size}) and corpus.sample_rate "
                      f"{speech.SAMPLE_RATE} (got {cfg.sample_rate})")
 
 
-def _pictures(cfg, split: str, rng: np.random.Generator, out_dir: str) -> list[dict]:
+def _pictures(cfg, split: str, rng: np.random.Generator, out_dir: str, seen: set[bytes]) -> list[dict]:
   """Draws, renders and saves the split's pictures; returns their label rows. Label combinations are balanced
-  (each appears n / combos times, in a random order)."""
+  (each appears n / combos times, in a random order). Shapes are centred up to cfg.centre_jitter x side in x and
+  y, half-width cfg.size_range x side. A picture whose pixels are in `seen` (the SHA-256 of earlier pictures;
+  updated) is drawn again, so held-out pictures never repeat a training picture."""
   from PIL import Image
   count = cfg.train_images if split == "train" else cfg.heldout_images
   combos = [(s, c) for s in range(len(cfg.shapes)) for c in range(len(cfg.colours))]
@@ -112,12 +133,21 @@ def _pictures(cfg, split: str, rng: np.random.Generator, out_dir: str) -> list[d
   rows, side = [], cfg.image_size
   for i, combo in enumerate(tqdm(order, desc=f"corpus pictures ({split})", leave=False)):
     shape_id, colour_id = combos[combo]
-    size = float(rng.uniform(0.25, 0.36) * side)
-    cx, cy = (float(v) for v in rng.uniform(0.5 * side - 0.1 * side, 0.5 * side + 0.1 * side, size=2))
     shape, colour = cfg.shapes[shape_id], cfg.colours[colour_id]
+    for _ in range(100):
+      size = float(rng.uniform(*cfg.size_range) * side)
+      cx, cy = (float(v) for v in (0.5 + rng.uniform(-cfg.centre_jitter, cfg.centre_jitter, size=2)) * side)
+      pixels = render_picture(shape, colour, cx, cy, size, side)
+      digest = hashlib.sha256(pixels.tobytes()).digest()
+      if digest not in seen:
+        break
+    else:
+      raise ValueError(f"100 draws of a {colour} {shape} all repeat earlier pictures; widen corpus.centre_jitter "
+                       f"({cfg.centre_jitter}) or corpus.size_range ({cfg.size_range})")
+    seen.add(digest)
     caption = CAPTION_TEMPLATES[rng.integers(len(CAPTION_TEMPLATES))].format(colour=colour, shape=shape)
     rel = f"images/{split}/{i:05d}.png"
-    Image.fromarray(render_picture(shape, colour, cx, cy, size, side)).save(os.path.join(out_dir, rel))
+    Image.fromarray(pixels).save(os.path.join(out_dir, rel))
     rows.append(dict(image=rel, shape=shape, colour=colour, shape_id=int(shape_id), colour_id=int(colour_id),
                      caption=caption, cx=round(cx, 3), cy=round(cy, 3), size=round(size, 3)))
   return rows
@@ -183,7 +213,9 @@ def _manifests(cfg, split: str, rows: list[dict], rng: np.random.Generator, say:
     lines["svqa"].append(_line("svqa", answer=row[kind], images=[image],
                                audios=[say(question, user_voice()), say(row[kind], ASSISTANT_VOICE)]))
   pool = chat_pool()
-  for j in rng.integers(len(pool), size=cfg.chat_train if split == "train" else cfg.chat_heldout):
+  count = cfg.chat_train if split == "train" else cfg.chat_heldout
+  rounds = [rng.permutation(len(pool)) for _ in range(-(-count // len(pool)))]
+  for j in np.concatenate(rounds)[:count]:   # every question once per round (the last round may be cut short)
     question, answer = pool[j]
     lines["text"].append(_line("text", question, answer))
     lines["sqa"].append(_line("sqa", answer=answer, audios=[say(question, user_voice()), say(answer, ASSISTANT_VOICE)]))
@@ -220,10 +252,10 @@ def build_corpus(out_dir: str, cfg: ml_collections.ConfigDict) -> dict:
     shutil.rmtree(os.path.join(out_dir, folder), ignore_errors=True)
   synthesiser = speech.resolve(cfg.synthesiser)
   say = _Speaker(out_dir, synthesiser)
-  counts, train_pixels, heldout_repeats = {}, set(), 0
+  counts, train_pixels, heldout_repeats, seen = {}, set(), 0, set()
   for k, split in enumerate(SPLITS):
     rng = np.random.default_rng([cfg.seed, k])
-    rows = _pictures(cfg, split, rng, out_dir)
+    rows = _pictures(cfg, split, rng, out_dir, seen)
     digests = [hashlib.sha256(open(os.path.join(out_dir, r["image"]), "rb").read()).hexdigest() for r in rows]
     if split == "train":
       train_pixels.update(digests)
@@ -241,8 +273,10 @@ def build_corpus(out_dir: str, cfg: ml_collections.ConfigDict) -> dict:
       user_voices={s: [v.name for v in vs] for s, vs in USER_VOICES.items()}, assistant_voice=ASSISTANT_VOICE.name,
       manifests={s: {src: f"manifests/{s}/{src}.jsonl" for src in SOURCES} for s in SPLITS},
       labels={s: f"labels/{s}.jsonl" for s in SPLITS},
-      notes="chat questions (text, sqa) come from one fixed pool in both splits; held-out pictures are new draws "
-            "whose label combinations repeat train's; held-out user speech uses voices not in train")
+      chat_pool=len(chat_pool()),
+      notes="chat questions (text, sqa) come from one fixed pool in both splits (memorisation: held-out lines ask "
+            "training questions; held-out spoken ones in new voices); held-out pictures are new draws whose label "
+            "combinations repeat train's; held-out user speech uses voices not in train")
   with open(summary_path, "w", encoding="utf-8") as f:
     json.dump(summary, f, indent=1, sort_keys=True)
   return summary
