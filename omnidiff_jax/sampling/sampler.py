@@ -312,7 +312,7 @@ def _loop(model, rows: Rows, region: Array, key: Array, cfg: SamplerConfig, spec
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "cfg", "specials", "record"))
 def _run(graphdef, state, rows: Rows, region: Array, key: Array, *, cfg: SamplerConfig, specials: Specials,
-         record: bool) -> SampleResult:
+         record: bool = False) -> SampleResult:
   model = nnx.merge(graphdef, state)
   region_len = region.shape[1]
   prompt_len = rows.base_embeds.shape[1] - rows.tail_padding - region_len
