@@ -57,6 +57,15 @@ def test_below_bounds_reads_lower_is_better():
   assert below_bounds(rows, {"asr": None, "t2i": None}) == {}
 
 
+def test_steps_refuse_a_workdir_made_from_other_inputs(tmp_path):
+  from omnidiff_jax.demo.run import Steps
+  inputs = dict(config=dict(stages=dict(stage3=dict(steps=800))), code="a")
+  Steps(str(tmp_path)).check_inputs(inputs)
+  Steps(str(tmp_path)).check_inputs(inputs)  # a re-run with the same inputs resumes
+  with pytest.raises(ValueError, match=r"changed: code, config\.stages\.stage3\.steps\).*new --workdir"):
+    Steps(str(tmp_path)).check_inputs(dict(config=dict(stages=dict(stage3=dict(steps=900))), code="b"))
+
+
 def test_report_shows_pictures_speech_curves_and_tables(quick_demo):
   workdir, run = quick_demo
   path = run.stdout.strip().splitlines()[-1].removeprefix("report: ")

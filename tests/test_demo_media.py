@@ -44,7 +44,6 @@ def test_corpus_is_deterministic_and_resumes(built, tmp_path):
   assert files == _all_files(again)
   match, mismatch, errors = filecmp.cmpfiles(corpus_dir, again, files, shallow=False)
   assert not mismatch and not errors and len(match) == len(files)
-  assert summary["heldout_pictures_identical_to_train"] == 0
   assert summary["counts"]["train"]["t2i"] == 64 and summary["counts"]["heldout"]["sqa"] == 8
   # Resume: an existing corpus.json with the same config is returned without touching any file.
   stamps = {f: os.stat(os.path.join(again, f)).st_mtime_ns for f in files}
@@ -71,6 +70,8 @@ def test_heldout_pictures_are_new_draws(built):
   heldout = corpus.read_labels(corpus_dir, "heldout")
   positions = {(r["cx"], r["cy"], r["size"]) for r in train}
   assert not any((r["cx"], r["cy"], r["size"]) in positions for r in heldout)
+  train_pixels = {pixels.tobytes() for pixels in corpus.load_pictures(corpus_dir, "train")[0]}
+  assert not any(pixels.tobytes() in train_pixels for pixels in corpus.load_pictures(corpus_dir, "heldout")[0])
 
 
 def test_pictures_are_near_the_centre(built):
@@ -87,7 +88,7 @@ def test_pictures_are_near_the_centre(built):
 
 
 def test_chat_pool_questions_have_own_key_words_and_answers():
-  pool = corpus.chat_pool()
+  pool = corpus.CHAT_POOL
   questions, answers = zip(*pool)
   assert len(pool) == len(set(questions)) == len(set(map(evaluators.normalise, answers))) == 32
   words = [set(evaluators.normalise(q).split()) for q in questions]
@@ -104,7 +105,7 @@ def _chat_answers(corpus_dir: str, split: str, source: str) -> list[str]:
 
 def test_chat_lines_ask_every_question_evenly_so_chance_is_low(built):
   corpus_dir, _, cfg, _ = built
-  pool_answers = {answer for _, answer in corpus.chat_pool()}
+  pool_answers = {answer for _, answer in corpus.CHAT_POOL}
   for split, count in (("train", cfg.corpus.chat_train), ("heldout", cfg.corpus.chat_heldout)):
     for source in ("text", "sqa"):
       answers = _chat_answers(corpus_dir, split, source)
@@ -115,7 +116,7 @@ def test_chat_lines_ask_every_question_evenly_so_chance_is_low(built):
       assert evaluators.best_constant(answers, exact) == pytest.approx(1 / count)
   # Full config: 512 training lines ask each of the 32 questions 16 times, 32 held-out lines each once.
   full = demo_media.get_config().corpus
-  assert full.chat_train % len(corpus.chat_pool()) == 0 and full.chat_heldout == len(corpus.chat_pool())
+  assert full.chat_train % len(corpus.CHAT_POOL) == 0 and full.chat_heldout == len(corpus.CHAT_POOL)
 
 
 def test_fallback_synthesiser(tmp_path, monkeypatch):

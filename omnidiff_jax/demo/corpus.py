@@ -72,11 +72,6 @@ SUPERSAMPLE = 4
 MANIFEST_TO_ROOT = "../../"   # from manifests/<split>/ to the corpus root
 
 
-def chat_pool() -> list[tuple[str, str]]:
-  """The fixed (question, answer) pool of the text and spoken chat lines (CHAT_POOL)."""
-  return list(CHAT_POOL)
-
-
 def render_picture(shape: str, colour: str, cx: float, cy: float, size: float, image_size: int) -> np.ndarray:
   """One picture (image_size, image_size, 3) uint8: `shape` of half-width `size` px centred at (cx, cy) px, drawn
   at SUPERSAMPLE x resolution and box-filtered (anti-aliased edges)."""
@@ -212,7 +207,7 @@ def _manifests(cfg, split: str, rows: list[dict], rng: np.random.Generator, say:
     question, kind = VQA_QUESTIONS[i % 2]   # spoken questions: colour or shape
     lines["svqa"].append(_line("svqa", answer=row[kind], images=[image],
                                audios=[say(question, user_voice()), say(row[kind], ASSISTANT_VOICE)]))
-  pool = chat_pool()
+  pool = list(CHAT_POOL)
   count = cfg.chat_train if split == "train" else cfg.chat_heldout
   rounds = [rng.permutation(len(pool)) for _ in range(-(-count // len(pool)))]
   for j in np.concatenate(rounds)[:count]:   # every question once per round (the last round may be cut short)
@@ -252,15 +247,10 @@ def build_corpus(out_dir: str, cfg: ml_collections.ConfigDict) -> dict:
     shutil.rmtree(os.path.join(out_dir, folder), ignore_errors=True)
   synthesiser = speech.resolve(cfg.synthesiser)
   say = _Speaker(out_dir, synthesiser)
-  counts, train_pixels, heldout_repeats, seen = {}, set(), 0, set()
+  counts, seen = {}, set()
   for k, split in enumerate(SPLITS):
     rng = np.random.default_rng([cfg.seed, k])
     rows = _pictures(cfg, split, rng, out_dir, seen)
-    digests = [hashlib.sha256(open(os.path.join(out_dir, r["image"]), "rb").read()).hexdigest() for r in rows]
-    if split == "train":
-      train_pixels.update(digests)
-    else:
-      heldout_repeats = sum(d in train_pixels for d in digests)
     _write_jsonl(os.path.join(out_dir, "labels", f"{split}.jsonl"), rows)
     for source, lines in _manifests(cfg, split, rows, rng, say).items():
       _write_jsonl(os.path.join(out_dir, "manifests", split, f"{source}.jsonl"), lines)
@@ -268,12 +258,12 @@ def build_corpus(out_dir: str, cfg: ml_collections.ConfigDict) -> dict:
   summary = dict(
       config=config, splits=list(SPLITS), counts=counts, shapes=list(cfg.shapes), colours=list(cfg.colours),
       pictures={s: cfg.train_images if s == "train" else cfg.heldout_images for s in SPLITS},
-      heldout_pictures_identical_to_train=heldout_repeats, wav_files=len(say.paths),
+      wav_files=len(say.paths),
       synthesiser=synthesiser, synthesiser_version=speech.version(synthesiser),
       user_voices={s: [v.name for v in vs] for s, vs in USER_VOICES.items()}, assistant_voice=ASSISTANT_VOICE.name,
       manifests={s: {src: f"manifests/{s}/{src}.jsonl" for src in SOURCES} for s in SPLITS},
       labels={s: f"labels/{s}.jsonl" for s in SPLITS},
-      chat_pool=len(chat_pool()),
+      chat_pool=len(CHAT_POOL),
       notes="chat questions (text, sqa) come from one fixed pool in both splits (memorisation: held-out lines ask "
             "training questions; held-out spoken ones in new voices); held-out pictures are new draws whose label "
             "combinations repeat train's; held-out user speech uses voices not in train")

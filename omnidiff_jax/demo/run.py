@@ -10,10 +10,13 @@ Workdir layout:
   eval/          the eval runner's cells, results.json and the per-sample records
   steps/<step>.json  what each finished step returned, with its wall and CPU seconds; a re-run skips finished
                  steps (a killed stage resumes from its last checkpoint, a killed eval from its last cell)
+  steps/inputs.json  what the steps were made from (demo and media configs, the demo code's hash); a re-run with
+                 other inputs stops with the differences instead of reusing steps they would change
   report.html
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -63,6 +66,24 @@ class Steps:
     os.replace(self.path(name) + ".tmp", self.path(name))
     return result
 
+  def check_inputs(self, inputs: dict) -> None:
+    """Stores `inputs` (a JSON-able dict of what the steps are made from) on the first run; raises ValueError
+    naming the changed entries when a re-run's differ, since its finished steps would be reused silently."""
+    path = os.path.join(self.dir, "inputs.json")
+    inputs = json.loads(json.dumps(inputs, sort_keys=True))
+    if not os.path.exists(path):
+      with open(path + ".tmp", "w") as f:
+        json.dump(inputs, f, indent=1, sort_keys=True)
+      os.replace(path + ".tmp", path)
+      return
+    with open(path) as f:
+      before = json.load(f)
+    changed = _changed_keys(before, inputs)
+    if changed:
+      raise ValueError(f"{os.path.dirname(self.dir)} was made from other demo inputs (changed: {', '.join(changed)})"
+                       "; its finished steps would not reflect them. Give a new --workdir, or delete this one to "
+                       "start over")
+
   def timings(self) -> dict[str, dict]:
     out = {}
     for name in sorted(os.listdir(self.dir)):
@@ -70,6 +91,25 @@ class Steps:
         with open(os.path.join(self.dir, name)) as f:
           out[name[:-5]] = json.load(f).get("_timing", {})
     return out
+
+
+def _changed_keys(before, after, prefix: str = "") -> list[str]:
+  """Dotted paths where two JSON values differ (dicts compared key by key)."""
+  if isinstance(before, dict) and isinstance(after, dict):
+    return [k for key in sorted(set(before) | set(after))
+            for k in _changed_keys(before.get(key), after.get(key), f"{prefix}{key}.")]
+  return [] if before == after else [prefix.rstrip(".") or "(all)"]
+
+
+def code_hash() -> str:
+  """SHA-256 of the demo package's modules but the report (which a re-run rewrites anyway)."""
+  here = os.path.dirname(os.path.abspath(__file__))
+  digest = hashlib.sha256()
+  for name in sorted(os.listdir(here)):
+    if name.endswith(".py") and name != "report.py":
+      with open(os.path.join(here, name), "rb") as f:
+        digest.update(name.encode() + f.read())
+  return digest.hexdigest()
 
 
 def _cpu_seconds() -> float:
@@ -187,8 +227,15 @@ def stage_config(workdir: str, cfg: ml_collections.ConfigDict, stage: str, token
                                      feature_dim=tokenized["feature_dim"])
   out.data.online = online
   out.data.update(read_threads=1, prefetch=2)
-  for source in out.data.sources.values():
-    source.weight = 1.0  # the corpus has about as many lines per source; Table 4's sizes would starve SDVI
+  # The corpus has about as many lines per source, so Table 4's sizes would starve SDVI: weight 1 unless the stage
+  # says otherwise.
+  weights = s.get("source_weights", {})
+  unknown = sorted(set(weights) - set(out.data.sources))
+  if unknown:
+    raise ValueError(f"stages.{stage}.source_weights names {unknown}, not sources of {stage}; use some of "
+                     f"{sorted(out.data.sources)}")
+  for name, source in out.data.sources.items():
+    source.weight = float(weights.get(name, 1.0))
   out.checkpoint.update(save_every=max(s.steps // 3, 1), keep=2, async_save=False)
   out.metrics.update(log_every=max(s.steps // 30, 1), tensorboard=False)
   if stage != STAGES[0]:
@@ -273,6 +320,7 @@ def run(workdir: str, cfg: ml_collections.ConfigDict) -> str:
   steps = Steps(workdir)
   corpus_dir, media_dir = os.path.join(workdir, "corpus"), os.path.join(workdir, "media")
   mcfg = media_config(cfg)
+  steps.check_inputs(dict(config=cfg.to_dict(), media=mcfg.to_dict(), code=code_hash()))
   steps.run("corpus", lambda: dict(corpus.build_corpus(corpus_dir, mcfg)))
   media = steps.run("media", lambda: dict(media_training.train_media_networks(corpus_dir, media_dir, mcfg)))
 
