@@ -19,6 +19,8 @@ Sections:
 """
 import ml_collections
 
+from omnidiff_jax.data import stages as data_stages
+
 STAGES = ("stage1", "stage2", "stage3")
 
 
@@ -48,10 +50,14 @@ def get_config(arg=None):
   # chance (0.094 and 0.000 vs 0.125) while the text tasks were well above; S2I learns slowest (200 more S2I-only
   # steps left it at 0.031). Full run with these weights (README "The demo"): T2I 0.375, S2I 0.125 (shape 0.375,
   # colour 0.438), text 0.625 -> 0.344, SQA 0.219 -> 0.062.
-  weights = [{}, {}, dict(t2i=2.0, s2i=4.0)]
+  # Every source of a stage is listed (weight 1 unless set here), so --config.stages.<s>.source_weights.<source>=
+  # can override any of them.
+  upweighted = {"stage3": dict(t2i=2.0, s2i=4.0)}
   cfg.stages = ml_collections.ConfigDict({
-      stage: dict(steps=n, learning_rate=3e-3, warmup_steps=max(n // 20, 1), source_weights=w)
-      for stage, n, w in zip(STAGES, steps, weights)})
+      stage: dict(steps=n, learning_rate=3e-3, warmup_steps=max(n // 20, 1),
+                  source_weights={source: upweighted.get(stage, {}).get(source, 1.0)
+                                  for source in data_stages.STAGE_SOURCES[k + 1]})
+      for k, (stage, n) in enumerate(zip(STAGES, steps))})
   cfg.eval = ml_collections.ConfigDict(dict(
       # Quick: 8 samples per task, one sampler batch (the eval's time is mostly its ~12 sampler compiles).
       samples=8 if quick else 32, batch_size=8, seed=0,

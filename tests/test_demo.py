@@ -66,6 +66,21 @@ def test_steps_refuse_a_workdir_made_from_other_inputs(tmp_path):
     Steps(str(tmp_path)).check_inputs(dict(config=dict(stages=dict(stage3=dict(steps=900))), code="b"))
 
 
+def test_stage_source_weights_reach_the_data_config(tmp_path):
+  from omnidiff_jax import config as cfglib
+  from omnidiff_jax.demo import run as demo_run
+  cfg = demo.get_config()
+  vocab = cfglib.vocab_config(text_size=512, num_specials=cfglib.NUM_OMNI_SPECIALS, num_audio_codes=64,
+                              num_image_codes=256, size=512 + cfglib.NUM_OMNI_SPECIALS + 64 + 256)
+  tokenized = dict(vocab=vocab.to_dict(), feature_dim=64)
+  stage3 = demo_run.stage_config(str(tmp_path), cfg, "stage3", tokenized)
+  assert {name: source.weight for name, source in stage3.data.sources.items()} == dict(
+      cfg.stages.stage3.source_weights) and stage3.data.sources["s2i"].weight == 4.0
+  cfg.stages.stage1.source_weights.s2i = 2.0  # S2I is no stage-1 source
+  with pytest.raises(ValueError, match=r"stages\.stage1\.source_weights names \['s2i'\]"):
+    demo_run.stage_config(str(tmp_path), cfg, "stage1", tokenized)
+
+
 def test_report_shows_pictures_speech_curves_and_tables(quick_demo):
   workdir, run = quick_demo
   path = run.stdout.strip().splitlines()[-1].removeprefix("report: ")
