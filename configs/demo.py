@@ -45,14 +45,13 @@ def get_config(arg=None):
   # Stage 3 trains every task but captioning: most steps go there. Quick: stages 2 and 3 have the same steps (so
   # the same learning-rate schedule and train-step program: stage 3 reuses stage 2's compile through the
   # persistent compilation cache, tools/demo.py).
-  steps = (40, 80, 80) if quick else (150, 250, 1000)
-  # Stage 3 weights the picture outputs up: with every source at 1 (200 / 300 / 800 steps), T2I and S2I stayed at
-  # chance (0.094 and 0.000 vs 0.125) while the text tasks were well above. With stage 3's weights alone, T2I
-  # reached 0.375 but S2I stayed at 0.125: the backbone had not learnt to read words out of speech (ASR got the
-  # colour word right in 12 of 32 clips), so stage 2 weights ASR x3 as well: S2I 0.438 (README "The demo").
-  # Every source of a stage is listed (weight 1 unless set here), so --config.stages.<s>.source_weights.<source>=
-  # can override any of them.
-  upweighted = {"stage2": dict(asr=3.0), "stage3": dict(t2i=2.0, s2i=4.0)}
+  steps = (40, 80, 80) if quick else (150, 250, 950)
+  # Source weights, from stage 2-3 re-runs on one stage-1 model (README "The demo" lists them): with every source at
+  # 1, T2I and S2I stayed at chance; stage 2's ASR x3 taught the backbone to read words out of speech (S2I); stage
+  # 3 weights the picture outputs, SQA (0 of 32 at weight 1) and VQA (at weight 1 it scored no better than guessing
+  # within the question's type) up. Every source of a stage is listed (weight 1 unless set here), so
+  # --config.stages.<s>.source_weights.<source>= can override any of them.
+  upweighted = {"stage2": dict(asr=3.0), "stage3": dict(t2i=3.0, s2i=5.0, sqa=3.0, vqa=2.0)}
   cfg.stages = ml_collections.ConfigDict({
       stage: dict(steps=n, learning_rate=3e-3, warmup_steps=max(n // 20, 1),
                   source_weights={source: upweighted.get(stage, {}).get(source, 1.0)

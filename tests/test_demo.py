@@ -2,9 +2,11 @@
 on 2 CPU cores): built-in corpus, media networks, BPE, ArrayRecord shards, stages 1 -> 2 -> 3, held-out eval of
 every task with chance beside it, the decoding modes of T2I and ASR, report.html with pictures, audio players, loss
 curves and tables; each task is scored against chance and must beat it by its BEAT_CHANCE_BY bound where one is set
-(none is yet: see there); a re-run resumes (every step skipped)."""
+(none is yet: see there); a re-run resumes (every step skipped). The full run (19 minutes, over CI's budget) is
+checked by test_full_demo_beats_chance_on_every_task when OMNIDIFF_DEMO_FULL names a workdir."""
 import json
 import math
+import os
 import re
 
 import pytest
@@ -25,6 +27,11 @@ STEPS = ["corpus", "media", "text_tokenizer", "tokenize", "stage1", "stage2", "s
 # S2I 0.125 vs 0.25, VQA 0 vs 0.125, SVQA 0 vs 0.25, SQA 0 vs 0.125, text 0 vs 0.125, TTS code accuracy 0 vs 0.406
 # (stage 3 ends at loss 1.86; the full run's near 0.55), so every bound is None.
 BEAT_CHANCE_BY: dict[str, float | None] = {name: None for name in tasks.names()}
+# The full run (configs/demo.py, 32 held-out samples; test_full_demo_beats_chance_on_every_task): about half of each
+# margin measured 2026-12-01 (value vs chance): ASR WER 25.1 vs 63.1, VQA 0.531 vs 0.219, SVQA 0.625 vs 0.188, TTS
+# 0.366 vs 0.237, text 0.438 vs 0.031, SQA 0.156 vs 0.031, T2I 0.750 vs 0.125, S2I 0.219 vs 0.125 (training is
+# deterministic on one machine; bf16 rounding may differ on another CPU).
+FULL_BEAT_CHANCE_BY = dict(asr=19.0, vqa=0.15, svqa=0.2, tts=0.06, text=0.2, sqa=0.06, t2i=0.3, s2i=0.045)
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +82,7 @@ def test_stage_source_weights_reach_the_data_config(tmp_path):
   tokenized = dict(vocab=vocab.to_dict(), feature_dim=64)
   stage3 = demo_run.stage_config(str(tmp_path), cfg, "stage3", tokenized)
   assert {name: source.weight for name, source in stage3.data.sources.items()} == dict(
-      cfg.stages.stage3.source_weights) and stage3.data.sources["s2i"].weight == 4.0
+      cfg.stages.stage3.source_weights) and stage3.data.sources["s2i"].weight == 5.0
   cfg.stages.stage1.source_weights.s2i = 2.0  # S2I is no stage-1 source
   with pytest.raises(ValueError, match=r"stages\.stage1\.source_weights names \['s2i'\]"):
     demo_run.stage_config(str(tmp_path), cfg, "stage1", tokenized)
@@ -95,12 +102,18 @@ def test_report_shows_pictures_speech_curves_and_tables(quick_demo):
   assert all(f"<h3>{name}:" in page for name in tasks.names())
 
 
+def headline_rows(rows: list[dict]) -> dict[str, dict]:
+  """{task: its eval row in the first setting, the task preset's ('exact')}."""
+  headline = {}
+  for row in rows:
+    headline.setdefault(row["benchmark"], row)
+  return headline
+
+
 def test_every_task_is_scored_against_chance(quick_demo):
   workdir, _ = quick_demo
   rows = json.loads((workdir / "steps" / "eval.json").read_text())["rows"]
-  headline = {}
-  for row in rows:
-    headline.setdefault(row["benchmark"], row)  # the first setting: the task's preset ('exact')
+  headline = headline_rows(rows)
   assert sorted(headline) == sorted(tasks.names())
   for name, row in headline.items():
     assert row["failures"] == 0 and row["samples"] == SAMPLES, (name, row)
@@ -117,3 +130,15 @@ def test_rerun_resumes_every_step(quick_demo):
   run = run_tool("demo", f"--workdir={workdir}", *ARGS, timeout=600, **USER_XLA)
   assert run.returncode == 0, run.stderr[-3000:]
   assert re.findall(r"step (\w+): finished before, skipped", run.stderr) == STEPS
+
+
+@pytest.mark.skipif(not os.environ.get("OMNIDIFF_DEMO_FULL"), reason="the full demo takes about 19 minutes on 2 "
+                    "CPU cores; OMNIDIFF_DEMO_FULL=<workdir> runs it there (or resumes a finished one)")
+def test_full_demo_beats_chance_on_every_task():
+  workdir = os.environ["OMNIDIFF_DEMO_FULL"]
+  run = run_tool("demo", f"--workdir={workdir}", "--cpu_devices=2", timeout=3600, **USER_XLA)
+  assert run.returncode == 0, run.stderr[-4000:]
+  headline = headline_rows(json.loads(open(os.path.join(workdir, "steps", "eval.json")).read())["rows"])
+  assert sorted(headline) == sorted(tasks.names())
+  assert all(row["samples"] == demo.get_config().eval.samples and row["failures"] == 0 for row in headline.values())
+  assert not below_bounds(headline, FULL_BEAT_CHANCE_BY)

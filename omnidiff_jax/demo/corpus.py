@@ -17,7 +17,7 @@
   combinations repeat); held-out user speech uses voices (speed, pitch) not used in train. Shapes sit near the
   centre (corpus.centre_jitter, corpus.size_range), so that a picture's codes depend mostly on its labels. Chat
   lines (text, sqa) ask the questions of one fixed pool (CHAT_POOL: 32 questions, each with its own key words and
-  answer) in both splits, every question once per round of len(pool) lines: held-out chat scores memorisation
+  answer) in both splits, every question once per round of len(CHAT_POOL) lines: held-out chat scores memorisation
   (held-out SQA asks in voices not used in train), and the best constant answer scores about 1 / 32. User speech
   is spoken in varied voices, assistant speech always in ASSISTANT_VOICE (so TTS targets are one code sequence per
   text).
@@ -207,11 +207,10 @@ def _manifests(cfg, split: str, rows: list[dict], rng: np.random.Generator, say:
     question, kind = VQA_QUESTIONS[i % 2]   # spoken questions: colour or shape
     lines["svqa"].append(_line("svqa", answer=row[kind], images=[image],
                                audios=[say(question, user_voice()), say(row[kind], ASSISTANT_VOICE)]))
-  pool = list(CHAT_POOL)
   count = cfg.chat_train if split == "train" else cfg.chat_heldout
-  rounds = [rng.permutation(len(pool)) for _ in range(-(-count // len(pool)))]
+  rounds = [rng.permutation(len(CHAT_POOL)) for _ in range(-(-count // len(CHAT_POOL)))]
   for j in np.concatenate(rounds)[:count]:   # every question once per round (the last round may be cut short)
-    question, answer = pool[j]
+    question, answer = CHAT_POOL[j]
     lines["text"].append(_line("text", question, answer))
     lines["sqa"].append(_line("sqa", answer=answer, audios=[say(question, user_voice()), say(answer, ASSISTANT_VOICE)]))
   return lines
