@@ -23,9 +23,9 @@ STEPS = ["corpus", "media", "text_tokenizer", "tokenize", "stage1", "stage2", "s
 # Per task, the least margin by which its headline metric (the task preset's 'exact' setting) must beat the chance
 # beside it, in the metric's units (accuracy: value - chance; ASR WER, lower is better: chance - value); None: the
 # number and its chance must only be reported. No task beats chance yet at the quick budget: measured 2026-12-01
-# (configs/demo.py:quick at 82afe6e, 8 held-out samples; value vs chance): ASR WER 83.3 vs 47.9, T2I 0.125 vs 0.25,
+# (configs/demo.py:quick at 050c6ef, 8 held-out samples; value vs chance): ASR WER 95.8 vs 47.9, T2I 0.125 vs 0.25,
 # S2I 0.125 vs 0.25, VQA 0 vs 0.125, SVQA 0 vs 0.25, SQA 0 vs 0.125, text 0 vs 0.125, TTS code accuracy 0 vs 0.406
-# (stage 3 ends at loss 1.86; the full run's near 0.55), so every bound is None.
+# (the stages end near loss 2.3; the full run's near 0.45), so every bound is None.
 BEAT_CHANCE_BY: dict[str, float | None] = {name: None for name in tasks.names()}
 # The full run (configs/demo.py, 32 held-out samples; test_full_demo_beats_chance_on_every_task): about half of each
 # margin measured 2026-12-01 (value vs chance): ASR WER 25.1 vs 63.1, VQA 0.531 vs 0.219, SVQA 0.625 vs 0.188, TTS
