@@ -7,6 +7,7 @@ checked by test_full_demo_beats_chance_on_every_task when OMNIDIFF_DEMO_FULL nam
 import json
 import math
 import os
+import pathlib
 import re
 
 import pytest
@@ -102,21 +103,23 @@ def test_report_shows_pictures_speech_curves_and_tables(quick_demo):
   assert all(f"<h3>{name}:" in page for name in tasks.names())
 
 
-def headline_rows(rows: list[dict]) -> dict[str, dict]:
-  """{task: its eval row in the first setting, the task preset's ('exact')}."""
+def scored_rows(workdir: str | os.PathLike, samples: int) -> tuple[list[dict], dict[str, dict]]:
+  """A finished demo's eval rows and {task: its row in the first setting, the task preset's ('exact')}, after
+  checking that every task was scored on `samples` held-out samples without failures."""
+  rows = json.loads(pathlib.Path(workdir, "steps", "eval.json").read_text())["rows"]
   headline = {}
   for row in rows:
     headline.setdefault(row["benchmark"], row)
-  return headline
+  assert sorted(headline) == sorted(tasks.names())
+  for name, row in headline.items():
+    assert row["failures"] == 0 and row["samples"] == samples, (name, row)
+  return rows, headline
 
 
 def test_every_task_is_scored_against_chance(quick_demo):
   workdir, _ = quick_demo
-  rows = json.loads((workdir / "steps" / "eval.json").read_text())["rows"]
-  headline = headline_rows(rows)
-  assert sorted(headline) == sorted(tasks.names())
+  rows, headline = scored_rows(workdir, SAMPLES)
   for name, row in headline.items():
-    assert row["failures"] == 0 and row["samples"] == SAMPLES, (name, row)
     assert math.isfinite(row["value"]) and math.isfinite(row["metrics"]["chance"]), (name, row)
   assert not below_bounds(headline, BEAT_CHANCE_BY)
   modes = {(row["benchmark"], row["setting"]): row for row in rows}
@@ -138,7 +141,5 @@ def test_full_demo_beats_chance_on_every_task():
   workdir = os.environ["OMNIDIFF_DEMO_FULL"]
   run = run_tool("demo", f"--workdir={workdir}", "--cpu_devices=2", timeout=3600, **USER_XLA)
   assert run.returncode == 0, run.stderr[-4000:]
-  headline = headline_rows(json.loads(open(os.path.join(workdir, "steps", "eval.json")).read())["rows"])
-  assert sorted(headline) == sorted(tasks.names())
-  assert all(row["samples"] == demo.get_config().eval.samples and row["failures"] == 0 for row in headline.values())
+  _, headline = scored_rows(workdir, demo.get_config().eval.samples)
   assert not below_bounds(headline, FULL_BEAT_CHANCE_BY)
